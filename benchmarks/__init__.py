@@ -1,0 +1,1 @@
+"""The benchmark harness: compares the two concurrency models on the same workload."""

@@ -1,0 +1,57 @@
+"""The one command-line runner every variant's ``__main__`` uses: parse, run, print, exit."""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable, Sequence
+
+from .config import Config, parse_config, usage_exit
+from .context import WorkerCrashes
+from .events import Events
+from .report import Report
+from .source import open_input
+
+DESCRIPTION = """\
+Migrate files through a four-stage pipeline - Dispatcher -> S3 uploaders -> API uploaders ->
+Verifier - with simulated, deterministic latencies, and print the verification report.
+With no flags: the tutorial's run (8 files, 3 S3 workers, 2 API workers, real latencies)."""
+
+EXIT_OK, EXIT_FILES_FAILED, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 70
+EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
+
+
+def exit_code(report: Report) -> int:
+    if report.stopped_by in EXIT_SIGNAL:
+        return EXIT_SIGNAL[report.stopped_by]
+    if report.stopped_by == "crash":
+        return EXIT_INTERNAL
+    if report.success == report.expected and not report.errors:
+        return EXIT_OK
+    return EXIT_FILES_FAILED
+
+
+def main(run: Callable[[Config], Report], prog: str, argv: Sequence[str] | None = None) -> int:
+    """Run one variant from the command line; returns the exit code."""
+    config = parse_config(argv, prog, DESCRIPTION)
+    if config.input is not None and config.input != "-":
+        try:
+            open_input(config.input, config.input_format)[0].close()
+        except OSError as exc:
+            usage_exit(prog, str(exc))
+    try:
+        report = run(config)
+    except WorkerCrashes as crashes:
+        report = crashes.report
+    out = Events(sys.stdout)
+    out.emit(report.to_json() if config.json else report.format())
+    return exit_code(report)
+
+
+def entry(run: Callable[[Config], Report], prog: str) -> None:
+    """``python -m <variant>``: exit with the run's code, whatever happened to stdout."""
+    code = main(run, prog)
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError, OSError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    raise SystemExit(code)

@@ -1,0 +1,182 @@
+"""Configuration, its validation, and the one argument parser every variant uses."""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass, field
+from typing import NoReturn, Sequence
+
+from .faults import FaultPlan, FaultSpecError
+from .stages import StagePlan
+from .workload import Workload
+
+
+class UsageError(ValueError):
+    """Bad input from the user: reported as one line, exit code 2."""
+
+
+@dataclass(frozen=True)
+class Config:
+    files: int = 8
+    s3_workers: int = 3
+    api_workers: int = 2
+    s3_latency: tuple[float, float] = (0.2, 0.5)
+    api_latency: tuple[float, float] = (1.0, 2.0)
+    time_scale: float = 1.0
+    queue_size: int = 0  # 0: unbounded
+    seed: int = 0
+    fail_rate: float = 0.0
+    retries: int = 0
+    retry_backoff: float = 0.0
+    stage_timeout: float | None = None
+    shutdown_grace: float | None = None
+    faults: tuple[str, ...] = ()
+    input: str | None = None
+    input_format: str | None = None
+    json: bool = False
+    details: bool = False
+    quiet: bool = False
+    trace: bool = False  # record a span per file per stage (benchmarks, timelines)
+    fault_plan: FaultPlan = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``UsageError`` with one clear sentence for the first bad value."""
+        for name in ("files", "queue_size", "seed", "retries"):
+            if getattr(self, name) < 0:
+                raise UsageError(f"--{name.replace('_', '-')} must be >= 0 (got {getattr(self, name)})")
+        for name in ("s3_workers", "api_workers"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(self, name)})")
+        for name in ("s3_latency", "api_latency"):
+            low, high = getattr(self, name)
+            flag = f"--{name.replace('_', '-')}"
+            if not (_finite(low) and _finite(high)) or low < 0:
+                raise UsageError(f"{flag} needs two finite numbers >= 0 (got {low} {high})")
+            if low > high:
+                raise UsageError(f"{flag} MIN must not exceed MAX (got {low} > {high})")
+        for name in ("time_scale", "retry_backoff"):
+            value = getattr(self, name)
+            if not _finite(value) or value < 0:
+                raise UsageError(f"--{name.replace('_', '-')} must be a finite number >= 0 (got {value})")
+        if not (_finite(self.fail_rate) and 0 <= self.fail_rate <= 1):
+            raise UsageError(f"--fail-rate must be between 0 and 1 (got {self.fail_rate})")
+        for name in ("stage_timeout", "shutdown_grace"):
+            value = getattr(self, name)
+            if value is not None and not (_finite(value) and value > 0):
+                raise UsageError(f"--{name.replace('_', '-')} must be a number > 0 (got {value})")
+        if self.input_format not in (None, "jsonl", "csv"):
+            raise UsageError(f"--input-format must be jsonl or csv (got {self.input_format})")
+        try:
+            plan = FaultPlan.parse(self.faults)
+        except FaultSpecError as exc:
+            raise UsageError(str(exc)) from None
+        object.__setattr__(self, "fault_plan", plan)
+
+    def stage_plan(self) -> StagePlan:
+        workload = Workload(self.seed, tuple(self.s3_latency), tuple(self.api_latency), self.time_scale, self.fail_rate)
+        return StagePlan(workload, self.fault_plan, self.retries, self.retry_backoff, self.stage_timeout)
+
+
+def _finite(value: float) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (no usage dump) and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+EPILOG = """\
+fault specs (--fault, repeatable; deterministic):
+  s3|api:id=N:raise[:times=K]     file N's copy/upload raises (first K attempts; default every attempt)
+  s3|api:id=N:hang[:times=K]      the call never returns on its own (bounded by --stage-timeout)
+  s3|api:id=N:slow=F[:times=K]    the call takes F times the file's latency
+  s3|api:worker=W|*:after=N:die   worker W (or every worker) of the stage dies after N files
+  verifier:after=N:crash          the verifier dies after verifying N files
+
+exit codes: 0 every file succeeded, 1 some file did not, 2 bad usage, 70 internal error
+(a stage died), 130 SIGINT, 143 SIGTERM.  First Ctrl-C drains (files already started
+finish, the rest are cancelled); a second one aborts.
+"""
+
+
+def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    p = _Parser(prog=prog, description=description, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = Config()
+    w = p.add_argument_group("workload")
+    w.add_argument("--files", type=int, default=d.files, metavar="N", help="files to migrate (default %(default)s)")
+    w.add_argument("--seed", type=int, default=d.seed, metavar="N",
+                   help="seed every latency and failure derives from (default %(default)s)")
+    w.add_argument("--input", metavar="PATH", help="read file records from PATH (JSON Lines or CSV; - for stdin) "
+                                                   "instead of generating --files")
+    w.add_argument("--input-format", choices=("jsonl", "csv"), help="format of --input (default: by extension)")
+    s = p.add_argument_group("pipeline")
+    s.add_argument("--s3-workers", type=int, default=d.s3_workers, metavar="N", help="S3 uploaders (default %(default)s)")
+    s.add_argument("--api-workers", type=int, default=d.api_workers, metavar="N",
+                   help="API uploaders (default %(default)s)")
+    s.add_argument("--queue-size", type=int, default=d.queue_size, metavar="N",
+                   help="capacity of each queue; 0 = unbounded, N > 0 gives backpressure (default %(default)s)")
+    s.add_argument("--s3-latency", type=_number, nargs=2, default=d.s3_latency, metavar=("MIN", "MAX"),
+                   help="seconds per S3 copy (default 0.2 0.5)")
+    s.add_argument("--api-latency", type=_number, nargs=2, default=d.api_latency, metavar=("MIN", "MAX"),
+                   help="seconds per API upload (default 1 2)")
+    s.add_argument("--time-scale", type=_number, default=d.time_scale, metavar="F",
+                   help="multiplies every latency and backoff; 0 = no waiting (default %(default)s)")
+    f = p.add_argument_group("failures")
+    f.add_argument("--fail-rate", type=_number, default=d.fail_rate, metavar="P",
+                   help="probability that one copy or upload attempt fails (default %(default)s)")
+    f.add_argument("--retries", type=int, default=d.retries, metavar="N", help="attempts after the first (default %(default)s)")
+    f.add_argument("--retry-backoff", type=_number, default=d.retry_backoff, metavar="S",
+                   help="wait before the 2nd attempt, doubling after; scaled by --time-scale (default %(default)s)")
+    f.add_argument("--stage-timeout", type=_number, metavar="S",
+                   help="real seconds one copy or upload may take before it fails with 'timeout'")
+    f.add_argument("--shutdown-grace", type=_number, metavar="S",
+                   help="after the first signal, real seconds to drain before aborting")
+    f.add_argument("--fault", action="append", default=[], metavar="SPEC", dest="faults",
+                   help="inject a fault (see below); repeatable")
+    o = p.add_argument_group("output")
+    o.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout "
+                                                      "(event lines go to stderr)")
+    o.add_argument("--details", action="store_true", help="include per-file outcomes in the JSON report")
+    o.add_argument("--quiet", action="store_true", help="no event lines")
+    o.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
+    return p
+
+
+def config_from_args(ns: argparse.Namespace) -> Config:
+    fields = {k: v for k, v in vars(ns).items() if k in Config.__dataclass_fields__ and k != "fault_plan"}
+    for name in ("s3_latency", "api_latency"):
+        fields[name] = tuple(fields[name])
+    fields["faults"] = tuple(fields["faults"])
+    return Config(**fields)
+
+
+def parse_config(argv: Sequence[str] | None, prog: str, description: str = "") -> Config:
+    parser = build_parser(prog, description)
+    ns = parser.parse_args(argv)
+    try:
+        return config_from_args(ns)
+    except UsageError as exc:
+        parser.error(str(exc))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def usage_exit(prog: str, message: str) -> NoReturn:
+    sys.stderr.write(f"{prog}: error: {message}\n")
+    raise SystemExit(2)

@@ -1,0 +1,86 @@
+"""The file record, its terminal outcomes, and the poison pill."""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Final, Union
+
+
+class Status(str, enum.Enum):
+    """Where a record is on its way through the pipeline (the tutorial's statuses)."""
+
+    READY = "READY"
+    S3_COPIED = "S3_COPIED"
+    API_UPLOADED = "API_UPLOADED"
+    FAILED = "FAILED"
+
+
+class Outcome(str, enum.Enum):
+    """The terminal states.  Every file ends in exactly one of them."""
+
+    SUCCESS = "success"
+    FAILED = "failed"
+    CANCELLED = "cancelled"  # never started because of shutdown
+    ABORTED = "aborted"  # in flight at a hard abort
+    INVALID = "invalid"  # a malformed input record
+    DUPLICATE = "duplicate"  # an input record whose id was seen before
+
+
+class Stage(str, enum.Enum):
+    DISPATCH = "dispatch"
+    S3 = "s3"
+    API = "api"
+    VERIFY = "verify"
+
+
+@dataclass(slots=True, eq=False)
+class FileRecord:
+    """One file, enriched as it moves: READY -> S3_COPIED (dest_key) -> API_UPLOADED."""
+
+    id: int
+    name: str
+    size: int | None = None
+    source_bucket: str | None = None
+    source_key: str | None = None
+    status: Status = Status.READY
+    dest_key: str | None = None
+    s3_attempts: int = 0
+    api_attempts: int = 0
+    failed_stage: Stage | None = None
+    error: str | None = None
+    last_stage: Stage = Stage.DISPATCH  # the last stage completed
+
+
+@dataclass(slots=True, frozen=True)
+class Rejected:
+    """An input record that is never dispatched: invalid or duplicate, with its line number."""
+
+    line: int
+    outcome: Outcome
+    error: str
+    id: int | None = None
+    name: str | None = None
+
+
+class _Pill:
+    """The poison pill's type: one private instance, compared by identity, never ``None``."""
+
+    __slots__ = ()
+    _instance: "_Pill | None" = None
+
+    def __new__(cls) -> "_Pill":
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "PILL"
+
+    def __reduce__(self) -> str:  # pickling keeps the singleton
+        return "PILL"
+
+
+PILL: Final = _Pill()
+
+Message = Union[FileRecord, _Pill]
+"""What travels on every queue: a record, or the pill that ends a consumer."""

@@ -1,0 +1,73 @@
+"""The verification report: counts, a digest of every per-file outcome, and timing apart."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+COUNTS = ("expected", "processed", "success", "failed", "cancelled", "aborted", "invalid", "duplicate")
+IGNORED = ("variant", "timing")  # the only keys allowed to differ between variants
+
+
+@dataclass(eq=False)
+class Report:
+    variant: str
+    expected: int = 0
+    processed: int = 0  # files that reached the verifier
+    success: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    aborted: int = 0
+    invalid: int = 0
+    duplicate: int = 0
+    digest: str = ""
+    stopped_by: str | None = None  # "SIGINT", "SIGTERM", "crash" or None for a full run
+    errors: list[str] = field(default_factory=list)  # dead workers, unreadable input
+    files: list[dict[str, Any]] | None = None  # per-file outcomes, with --details
+    timing: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        if data["files"] is None:
+            del data["files"]
+        return data
+
+    def comparable(self) -> dict[str, Any]:
+        """Everything two variants must agree on for the same flags."""
+        data = self.to_dict()
+        for key in IGNORED:
+            data.pop(key, None)
+        return data
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Report):
+            return NotImplemented
+        return self.comparable() == other.comparable()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @property
+    def terminal_total(self) -> int:
+        return self.success + self.failed + self.cancelled + self.aborted + self.invalid + self.duplicate
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False)
+
+    def format(self) -> str:
+        """The tutorial's report block, with extra states on their own lines when non-zero."""
+        lines = [
+            "",
+            "=== VERIFICATION REPORT ===",
+            f"Expected: {self.expected}",
+            f"Processed: {self.processed}",
+            f"Success: {self.success}",
+            f"Failed: {self.failed}",
+        ]
+        for name in ("cancelled", "aborted", "invalid", "duplicate"):
+            if getattr(self, name):
+                lines.append(f"{name.capitalize()}: {getattr(self, name)}")
+        if self.stopped_by:
+            lines.append(f"Stopped by: {self.stopped_by}")
+        lines += [f"Error: {e}" for e in self.errors]
+        lines += ["", "=== Pipeline complete ==="]
+        return "\n".join(lines)

@@ -1,0 +1,95 @@
+"""The timing section of a report: wall time, busy time, pills and exits.  Equality ignores it."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .model import FileRecord, Stage
+
+
+class WorkerClock:
+    """One worker's own numbers; only that worker writes them, so no lock is needed."""
+
+    __slots__ = ("name", "stage", "files", "busy", "pill_at", "exited_at", "holding", "_began", "_timeline")
+
+    def __init__(self, timeline: "Timeline", name: str, stage: Stage) -> None:
+        self.name, self.stage, self._timeline = name, stage, timeline
+        self.files, self.busy = 0, 0.0
+        self.pill_at: float | None = None
+        self.exited_at: float | None = None
+        self.holding: FileRecord | None = None  # the file in hand, if the worker dies
+        self._began = 0.0
+
+    def begin(self, record: FileRecord) -> None:
+        self.holding = record
+        self._began = time.perf_counter()
+
+    def end(self, record: FileRecord) -> None:
+        now = time.perf_counter()
+        self.holding = None
+        self.files += 1
+        self.busy += now - self._began
+        spans = self._timeline.spans
+        if spans is not None:
+            start = self._timeline.start
+            spans.append((self.name, self.stage.value, record.id, self._began - start, now - start))
+
+    def pill(self) -> None:
+        self.pill_at = self._timeline.now()
+
+    def exited(self) -> None:
+        self.exited_at = self._timeline.now()
+
+
+class Timeline:
+    """Seconds since the run started, per worker and per stage; spans only with ``trace``."""
+
+    def __init__(self, trace: bool = False) -> None:
+        self.start = time.perf_counter()
+        self.workers: dict[str, WorkerClock] = {}
+        self.pills_put: dict[str, list[float]] = {}
+        self.spans: list[tuple[str, str, int, float, float]] | None = [] if trace else None
+        self.last_verified: float | None = None
+        self.wall: float | None = None
+
+    def now(self) -> float:
+        return time.perf_counter() - self.start
+
+    def worker(self, name: str, stage: Stage) -> WorkerClock:
+        clock = self.workers[name] = WorkerClock(self, name, stage)
+        return clock
+
+    def pills_sent(self, stage: Stage) -> None:
+        """The coordinator starts putting the pills for ``stage``."""
+        self.pills_put.setdefault(stage.value, []).append(self.now())
+
+    def finish(self) -> None:
+        self.wall = self.now()
+
+    def to_dict(self) -> dict[str, Any]:
+        stages: dict[str, dict[str, Any]] = {}
+        for clock in self.workers.values():
+            s = stages.setdefault(clock.stage.value, {"workers": 0, "files": 0, "busy_s": 0.0, "finished_s": None,
+                                                      "pills_put_s": self.pills_put.get(clock.stage.value), "pills_s": []})
+            s["workers"] += 1
+            s["files"] += clock.files
+            s["busy_s"] += clock.busy
+            if clock.pill_at is not None:
+                s["pills_s"].append(clock.pill_at)
+            if clock.exited_at is not None:
+                s["finished_s"] = max(s["finished_s"] or 0.0, clock.exited_at)
+        exits = [c.exited_at for c in self.workers.values() if c.exited_at is not None]
+        tail = None
+        if exits and self.last_verified is not None:
+            tail = max(exits) - self.last_verified
+        out: dict[str, Any] = {
+            "wall_s": self.wall if self.wall is not None else self.now(),
+            "last_verified_s": self.last_verified,
+            "shutdown_tail_s": tail,
+            "stages": stages,
+            "workers": {c.name: {"stage": c.stage.value, "files": c.files, "busy_s": c.busy, "pill_s": c.pill_at,
+                                 "exited_s": c.exited_at} for c in self.workers.values()},
+        }
+        if self.spans is not None:
+            out["spans"] = self.spans
+        return out

@@ -1,0 +1,88 @@
+"""Both variants give the same report as each other and as the plain sequential run."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from common.config import Config
+from common.ledger import Ledger
+
+from .conftest import RUNS, fast, run_sequential
+
+configs = st.builds(
+    fast,
+    files=st.integers(0, 200),
+    s3_workers=st.integers(1, 20),
+    api_workers=st.integers(1, 20),
+    queue_size=st.sampled_from([0, 1, 2, 5, 50]),
+    seed=st.integers(0, 2**32),
+    fail_rate=st.sampled_from([0.0, 0.1, 0.5, 1.0]),
+    retries=st.integers(0, 3),
+    details=st.booleans(),
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(config=configs)
+def test_variants_equal_each_other_and_the_sequential_reference(config: Config):
+    reference = run_sequential(config)
+    for name, run in RUNS.items():
+        report = run(config)
+        assert report.variant == name
+        assert report.comparable() == reference.comparable(), name
+        assert report == reference
+    assert reference.expected == config.files == reference.terminal_total
+    assert reference.processed == config.files
+    assert reference.success + reference.failed == config.files
+    if config.details:
+        assert sorted(f["id"] for f in reference.files) == list(range(1, config.files + 1))
+        assert all(f["outcome"] in ("success", "failed") for f in reference.files)
+
+
+@pytest.mark.parametrize("queue_size", [0, 2])
+def test_real_waits_give_the_same_report(run, queue_size):
+    """Small but real latencies, so workers really interleave."""
+    config = fast(files=30, time_scale=0.002, queue_size=queue_size, fail_rate=0.2, retries=1, seed=11, details=True)
+    report = run(config)
+    assert report == run_sequential(config)
+    assert 0 < report.failed < 30 and report.success + report.failed == 30
+
+
+def test_each_file_ends_in_exactly_one_terminal_state(run):
+    report = run(fast(files=120, fail_rate=0.3, retries=1, details=True, seed=5))
+    ids = [f["id"] for f in report.files]
+    assert sorted(ids) == list(range(1, 121))  # each file exactly once
+    outcomes = [f["outcome"] for f in report.files]
+    assert outcomes.count("success") == report.success and outcomes.count("failed") == report.failed
+    assert report.expected == report.terminal_total == 120
+    for f in report.files:
+        if f["outcome"] == "failed":
+            assert f["failed_stage"] in ("s3", "api") and f["error"]
+        else:
+            assert f["dest_key"] and f["error"] is None
+
+
+def test_memory_is_flat_the_ledger_only_holds_files_in_flight(run, monkeypatch):
+    """With a bounded queue the ledger never holds more than the queues and workers can."""
+    peak = [0]
+    original = Ledger.admit
+
+    def admit(self, record):
+        original(self, record)
+        peak[0] = max(peak[0], self.in_flight())
+
+    monkeypatch.setattr(Ledger, "admit", admit)
+    report = run(fast(files=20_000, queue_size=10))
+    assert report.success == 20_000 and report.files is None
+    bound = 3 * 10 + 3 + 2 + 1 + 1  # three queues, the workers, the verifier, the dispatcher's hand
+    assert peak[0] <= bound
+
+
+def test_no_thread_is_left_behind():
+    before = set(threading.enumerate())
+    for run in RUNS.values():
+        run(fast(files=50, s3_workers=7, api_workers=5, queue_size=3))
+    assert set(threading.enumerate()) <= before

@@ -1,0 +1,4 @@
+"""The pipeline on threads (threading + queue.Queue)."""
+from .pipeline import run
+
+__all__ = ["run"]

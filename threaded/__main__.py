@@ -1,0 +1,6 @@
+"""``python -m threaded``: run the pipeline on threads from the command line."""
+from common.cli import entry
+
+from .pipeline import run
+
+entry(run, "python -m threaded")

@@ -1,0 +1,203 @@
+"""The pipeline on threads: ``threading.Thread`` workers, ``queue.Queue`` between stages.
+
+Read it beside ``asyncio_version/pipeline.py``: the functions, their order and their
+parameters are the same; only the concurrency primitives differ.  Everything that does not
+block (the workload, the stage logic, the ledger, the report) comes from ``common``.
+"""
+from __future__ import annotations
+
+import queue
+import signal
+import threading
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+from common.config import Config
+from common.context import POLL, Context, worker_name
+from common.model import PILL, FileRecord, Stage
+from common.report import Report
+from common.stages import HANG, api_upload, s3_copy
+
+VARIANT = "threaded"
+Queue = queue.Queue
+Worker = threading.Thread
+
+
+class Aborted(Exception):
+    """The run is aborting: stop where you are and leave the file in flight."""
+
+
+def dispatcher(ctx: Context, s3_queue: Queue) -> None:
+    """Producer: admit each file and put it on the S3 queue."""
+    for record in ctx.admitted():
+        _put(ctx, s3_queue, record)
+
+
+def s3_uploader(index: int, ctx: Context, s3_queue: Queue, api_queue: Queue) -> None:
+    """Consumer/producer: copy each file, pass it on; return on the pill."""
+    name = worker_name(Stage.S3, index)
+    clock = ctx.timeline.worker(name, Stage.S3)
+    while True:
+        record = s3_queue.get()
+        if record is PILL:
+            clock.pill()
+            ctx.events.s3_done(name)
+            return
+        if ctx.take(Stage.S3, index, clock, record):
+            _wait_through(ctx, s3_copy(record, ctx.plan, ctx.events, name))
+            clock.end(record)
+            _put(ctx, api_queue, record)
+
+
+def api_uploader(index: int, ctx: Context, api_queue: Queue, verify_queue: Queue) -> None:
+    """Consumer/producer: upload each file's metadata, pass it on; return on the pill."""
+    name = worker_name(Stage.API, index)
+    clock = ctx.timeline.worker(name, Stage.API)
+    while True:
+        record = api_queue.get()
+        if record is PILL:
+            clock.pill()
+            ctx.events.api_done(name)
+            return
+        if ctx.take(Stage.API, index, clock, record):
+            _wait_through(ctx, api_upload(record, ctx.plan, ctx.events, name))
+            clock.end(record)
+            _put(ctx, verify_queue, record)
+
+
+def verifier(ctx: Context, verify_queue: Queue) -> None:
+    """Consumer: the single aggregator; records every verdict in the ledger."""
+    clock = ctx.timeline.worker("Verifier", Stage.VERIFY)
+    while True:
+        record = verify_queue.get()
+        if record is PILL:
+            clock.pill()
+            return
+        ctx.verify(clock, record)
+
+
+def coordinator(ctx: Context, queues: list[Queue], stages: list[list[Worker]]) -> None:
+    """The tutorial's shutdown: wait for every producer of a queue, then one pill per consumer."""
+    for queue_, producers, consumers, stage in zip(queues, stages, stages[1:], (Stage.S3, Stage.API, Stage.VERIFY)):
+        _join(ctx, producers, queues, stages)
+        _send_pills(ctx, queue_, stage)
+    _join(ctx, stages[-1], queues, stages)
+
+
+def pipeline(ctx: Context) -> None:
+    """Start every worker (same names as the asyncio tasks), then coordinate until all exit."""
+    size = ctx.config.queue_size
+    s3_queue, api_queue, verify_queue = queues = [Queue(size), Queue(size), Queue(size)]
+    with _signals(ctx):
+        stages = [
+            [_start(ctx, Stage.DISPATCH, "Dispatcher", dispatcher, ctx, s3_queue)],
+            [_start(ctx, Stage.S3, worker_name(Stage.S3, i), s3_uploader, i, ctx, s3_queue, api_queue)
+             for i in range(1, ctx.config.s3_workers + 1)],
+            [_start(ctx, Stage.API, worker_name(Stage.API, i), api_uploader, i, ctx, api_queue, verify_queue)
+             for i in range(1, ctx.config.api_workers + 1)],
+            [_start(ctx, Stage.VERIFY, "Verifier", verifier, ctx, verify_queue)],
+        ]
+        coordinator(ctx, queues, stages)
+
+
+def run(config: Config) -> Report:
+    """Run the whole pipeline; every file ends in exactly one terminal state."""
+    ctx = Context(config, VARIANT, threading.Lock())
+    ctx.waker = threading.Event()  # set on abort: wakes every cooperative wait
+    pipeline(ctx)
+    return ctx.report()
+
+
+# The concurrency primitives ----------------------------------------------------------
+def _start(ctx: Context, stage: Stage, name: str, target: Callable[..., None], *args: Any) -> Worker:
+    worker = Worker(target=_guarded, args=(ctx, stage, name, target, args), name=name, daemon=True)
+    worker.start()
+    return worker
+
+
+def _guarded(ctx: Context, stage: Stage, name: str, target: Callable[..., None], args: tuple) -> None:
+    """A worker's whole life: an error in its loop is data for the coordinator, never a dead thread
+    that nobody notices."""
+    try:
+        target(*args)
+    except Aborted:
+        pass
+    except BaseException as exc:  # noqa: BLE001 - reported through the ledger and WorkerCrashes
+        ctx.worker_died(stage, name, exc)
+        return
+    ctx.exited(name)
+
+
+def _wait_through(ctx: Context, steps: Iterator[float]) -> None:
+    """Do the waiting a stage asks for; cooperative, so an abort wakes it at once."""
+    for delay in steps:
+        if ctx.waker.wait(None if delay == HANG else delay):
+            raise Aborted
+
+
+def _put(ctx: Context, queue_: Queue, item: FileRecord | object) -> None:
+    """Put, giving up only when the run aborts (a full queue must never block forever)."""
+    while True:
+        try:
+            return queue_.put(item, timeout=POLL)
+        except queue.Full:
+            if ctx.aborting:
+                raise Aborted from None
+
+
+def _send_pills(ctx: Context, queue_: Queue, stage: Stage) -> None:
+    """One pill per live consumer (a dead worker takes none); an abort sends its own."""
+    ctx.timeline.pills_sent(stage)
+    try:
+        for _ in range(ctx.alive(stage)):
+            _put(ctx, queue_, PILL)
+    except Aborted:
+        return
+
+
+def _join(ctx: Context, workers: list[Worker], queues: list[Queue], stages: list[list[Worker]]) -> None:
+    """Wait for ``workers`` to exit, tending to signals, dead stages and aborts meanwhile."""
+    for worker in workers:
+        while worker.is_alive():
+            worker.join(POLL)
+            _tend(ctx, queues, stages)
+    _tend(ctx, queues, stages)
+
+
+def _tend(ctx: Context, queues: list[Queue], stages: list[list[Worker]]) -> None:
+    ctx.grace_expired()
+    if ctx.aborting:
+        ctx.waker.set()
+    for queue_, stage, consumers in zip(queues, (Stage.S3, Stage.API, Stage.VERIFY), stages[1:]):
+        if ctx.aborting or stage in ctx.dead_stages:
+            _drain(ctx, queue_, stage)
+        if ctx.aborting:
+            for _ in range(sum(w.is_alive() for w in consumers)):
+                try:
+                    queue_.put_nowait(PILL)
+                except queue.Full:
+                    break
+
+
+def _drain(ctx: Context, queue_: Queue, stage: Stage) -> None:
+    while True:
+        try:
+            ctx.drained(stage, queue_.get_nowait())
+        except queue.Empty:
+            return
+
+
+@contextmanager
+def _signals(ctx: Context) -> Iterator[None]:
+    """Install SIGINT/SIGTERM handlers before any worker starts (even if SIGINT was ignored)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handled = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda signum, frame: ctx.on_signal(signal.Signals(signum).name))
+                for sig in handled}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
