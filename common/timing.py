@@ -10,11 +10,13 @@ from .model import FileRecord, Stage
 class WorkerClock:
     """One worker's own numbers; only that worker writes them, so no lock is needed."""
 
-    __slots__ = ("name", "stage", "files", "busy", "pill_at", "exited_at", "holding", "_began", "_timeline")
+    __slots__ = ("name", "stage", "files", "busy", "started_at", "pill_at", "exited_at", "holding", "_began",
+                 "_timeline")
 
     def __init__(self, timeline: "Timeline", name: str, stage: Stage) -> None:
         self.name, self.stage, self._timeline = name, stage, timeline
         self.files, self.busy = 0, 0.0
+        self.started_at = timeline.now()  # the worker's clock is made when the worker first runs
         self.pill_at: float | None = None
         self.exited_at: float | None = None
         self.holding: FileRecord | None = None  # the file in hand, if the worker dies
@@ -87,7 +89,8 @@ class Timeline:
             "last_verified_s": self.last_verified,
             "shutdown_tail_s": tail,
             "stages": stages,
-            "workers": {c.name: {"stage": c.stage.value, "files": c.files, "busy_s": c.busy, "pill_s": c.pill_at,
+            "workers": {c.name: {"stage": c.stage.value, "files": c.files, "busy_s": c.busy,
+                                 "started_s": c.started_at, "pill_s": c.pill_at,
                                  "exited_s": c.exited_at} for c in self.workers.values()},
         }
         if self.spans is not None:
