@@ -132,7 +132,7 @@ def _fmt(value: Any, unit: str = "s") -> str:
     if unit == "x":
         return f"{value:.4f}"
     if unit == "/s":
-        return f"{value:,.0f}/s"
+        return f"{value:,.0f}/s" if value >= 100 else f"{value:.3g}/s"
     return str(value)
 
 
