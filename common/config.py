@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 import sys
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ class Config:
     details: bool = False
     quiet: bool = False
     trace: bool = False  # record a span per file per stage (benchmarks, timelines)
+    backend: str = "asyncio"  # the anyio variant's event loop: asyncio or trio (the other variants ignore it)
     fault_plan: FaultPlan = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -70,6 +72,10 @@ class Config:
                 raise UsageError(f"--{name.replace('_', '-')} must be a number > 0 (got {value})")
         if self.input_format not in (None, "jsonl", "csv"):
             raise UsageError(f"--input-format must be jsonl or csv (got {self.input_format})")
+        if self.backend not in BACKENDS:
+            raise UsageError(f"--backend must be one of {', '.join(BACKENDS)} (got {self.backend})")
+        if self.backend == "trio" and importlib.util.find_spec("trio") is None:
+            raise UsageError("--backend trio needs trio installed: pip install 'pillpipe[trio]'")
         try:
             plan = FaultPlan.parse(self.faults)
         except FaultSpecError as exc:
@@ -79,6 +85,9 @@ class Config:
     def stage_plan(self) -> StagePlan:
         workload = Workload(self.seed, tuple(self.s3_latency), tuple(self.api_latency), self.time_scale, self.fail_rate)
         return StagePlan(workload, self.fault_plan, self.retries, self.retry_backoff, self.stage_timeout)
+
+
+BACKENDS = ("asyncio", "trio")  # event loops the anyio variant runs on
 
 
 def _finite(value: float) -> bool:
@@ -138,6 +147,9 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
                    help="seconds per API upload (default 1 2)")
     s.add_argument("--time-scale", type=_number, default=d.time_scale, metavar="F",
                    help="multiplies every latency and backoff; 0 = no waiting (default %(default)s)")
+    s.add_argument("--backend", choices=BACKENDS, default=d.backend,
+                   help="event loop of the anyio variant only (the others ignore it); trio needs the trio "
+                        "extra (default %(default)s)")
     f = p.add_argument_group("failures")
     f.add_argument("--fail-rate", type=_number, default=d.fail_rate, metavar="P",
                    help="probability that one copy or upload attempt fails (default %(default)s)")
