@@ -9,9 +9,9 @@ from common.config import Config
 from common.report import Report
 
 USAGE = """\
-usage: pillpipe run {threaded,asyncio,sequential} [flags]   run one variant (see: pillpipe run threaded --help)
-       pillpipe compare [flags]                             both variants side by side (benchmarks extra)
-       pillpipe bench [options]                             the benchmark scenarios (benchmarks extra)
+usage: pillpipe run {threaded,asyncio,anyio,sequential} [flags]   run one variant (see: pillpipe run threaded --help)
+       pillpipe compare [flags]                                   both variants side by side (benchmarks extra)
+       pillpipe bench [options]                                   the benchmark scenarios (benchmarks extra)
 
 Threads or coroutines for an I/O-bound pipeline? The same four-stage file migration,
 implemented twice on one shared core, with identical reports and a clean poison-pill shutdown.
@@ -19,11 +19,13 @@ implemented twice on one shared core, with identical reports and a clean poison-
 
 
 def variants() -> dict[str, Callable[[Config], Report]]:
+    import anyio_version
     import asyncio_version
     import threaded
     from common import sequential
 
-    return {"threaded": threaded.run, "asyncio": asyncio_version.run, "sequential": sequential.run}
+    return {"threaded": threaded.run, "asyncio": asyncio_version.run, "anyio": anyio_version.run,
+            "sequential": sequential.run}
 
 
 def console(argv: Sequence[str] | None = None) -> None:

@@ -1,0 +1,6 @@
+"""``python -m anyio_version``: run the pipeline on anyio from the command line (``--backend asyncio|trio``)."""
+from common.cli import entry
+
+from .pipeline import run
+
+entry(run, "python -m anyio_version")
