@@ -85,14 +85,30 @@ def _str(value: object) -> str | None:
 
 
 def _lines(stream: IO[str]) -> Iterator[tuple[int, str]]:
+    """Number and decode the input line by line.
+
+    A text stream decodes ahead in chunks, so one bad byte at line 11 would lose lines 1-10
+    with it; reading the underlying bytes and decoding each line keeps every line before
+    the bad one.  A UTF-8 byte-order mark on the first line is dropped."""
+    raw = getattr(stream, "buffer", None)
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    source = stream if raw is None else raw
     number = 0
     try:
-        for number, text in enumerate(stream, start=1):
+        for number, chunk in enumerate(source, start=1):
+            text = chunk.decode(encoding) if isinstance(chunk, bytes) else chunk
+            if number == 1 and text.startswith("\ufeff"):
+                text = text[1:]
             yield number, text
     except UnicodeDecodeError as exc:
-        raise InputError(f"input unreadable after line {number} ({exc.reason}); the rest is unknown") from None
+        raise InputError(f"input unreadable at line {number} ({exc.reason}): {_kept(number - 1)}") from None
     except OSError as exc:
-        raise InputError(f"input failed after line {number} ({exc}); the rest is unknown") from None
+        raise InputError(f"input failed at line {number + 1} ({exc}): {_kept(number)}") from None
+
+
+def _kept(lines: int) -> str:
+    read = "no line was read" if lines == 0 else f"line{'s 1-' if lines > 1 else ' '}{lines} {'were' if lines > 1 else 'was'} read"
+    return f"{read}, the rest is unknown"
 
 
 def _read_jsonl(stream: IO[str]) -> Iterator[Item]:
