@@ -24,6 +24,7 @@ from .timing import Timeline, WorkerClock
 
 POLL = 0.05  # seconds: how often a waiting coordinator looks at signals, deaths and the grace period
 PREFIX = {Stage.S3: "S3-Worker", Stage.API: "API-Worker"}
+_ORDER = (Stage.DISPATCH, Stage.S3, Stage.API, Stage.VERIFY)
 
 
 def worker_name(stage: Stage, index: int) -> str:
@@ -83,25 +84,45 @@ class Context:
             fmt = self.config.input_format or ("csv" if (self.config.input or "").lower().endswith(".csv") else "jsonl")
         ledger, events = self.ledger, self.events
         self.timeline.worker("Dispatcher", Stage.DISPATCH)
+        items = records(self.config.files, stream, fmt)
         try:
-            for item in records(self.config.files, stream, fmt):
+            for item in items:
                 if isinstance(item, Rejected):
                     ledger.reject(item)
                     if events.enabled:
                         events.notice(f"✗ Rejected: {item.error}")
                 elif self.stopped_by is not None or self.dead_stages:
-                    ledger.cancel_unadmitted((item,))
+                    ledger.cancel_unadmitted((item,), self._dead_reason(Stage.DISPATCH))
                 else:
                     ledger.admit(item)
                     if events.enabled:
                         events.dispatching(item)
                     yield item
+        except GeneratorExit:  # the dispatcher stopped early (an abort): what it never read ends cancelled
+            self._cancel_rest(items)
+            raise
         except InputError as exc:
-            ledger.errors.append(str(exc))
-            self.notices.notice(f"✗ {exc}")
+            self._input_failed(exc)
         finally:
             if stream is not None and stream is not sys.stdin:
                 stream.close()
+
+    def _cancel_rest(self, items: Iterator[Any]) -> None:
+        try:
+            self.ledger.cancel_unadmitted(items, self._dead_reason(Stage.DISPATCH))
+        except InputError as exc:
+            self._input_failed(exc)
+
+    def _input_failed(self, exc: InputError) -> None:
+        self.ledger.errors.append(str(exc))
+        self.notices.notice(f"✗ {exc}")
+
+    def _dead_reason(self, stage: Stage) -> str | None:
+        """Why a file that ``stage`` holds cannot go on: the first dead stage after it, if any."""
+        for later in _ORDER[_ORDER.index(stage) + 1:]:
+            if later in self.dead_stages:
+                return f"{later.value} stage dead"
+        return None
 
     # What workers do between blocking calls --------------------------------------------
     def take(self, stage: Stage, index: int, clock: WorkerClock, record: FileRecord) -> bool:
@@ -111,6 +132,11 @@ class Context:
         if self.stopped_by is not None and stage is Stage.S3 and record.s3_attempts == 0:
             self.ledger.settle(record, Outcome.CANCELLED)  # draining: never started, never will be
             return False
+        if self.dead_stages:
+            reason = self._dead_reason(stage)
+            if reason is not None:  # a later stage is dead: this file could never finish
+                self.ledger.settle(record, Outcome.CANCELLED, reason)
+                return False
         clock.begin(record)
         if self.faults.workers and self.faults.worker_dies(stage, index, clock.files):
             raise InjectedCrash(f"{clock.name} died (injected) after {clock.files} files")

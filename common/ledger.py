@@ -52,12 +52,14 @@ class Ledger:
                 "line": rejected.line, "id": rejected.id, "name": rejected.name,
                 "outcome": rejected.outcome.value, "error": rejected.error})
 
-    def cancel_unadmitted(self, records: "list[FileRecord] | Any") -> None:
+    def cancel_unadmitted(self, records: "list[FileRecord] | Any", error: str | None = None) -> None:
         """Files that were never admitted because of shutdown still end as cancelled."""
         for record in records:
             if isinstance(record, Rejected):
                 self.reject(record)
                 continue
+            if error is not None:
+                record.error = error
             with self._lock:
                 self._terminal(record, Outcome.CANCELLED)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import queue
 import signal
 import threading
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from typing import Any, Callable, Iterator
 
 from common.config import Config
@@ -28,9 +28,10 @@ class Aborted(Exception):
 
 
 def dispatcher(ctx: Context, s3_queue: Queue) -> None:
-    """Producer: admit each file and put it on the S3 queue."""
-    for record in ctx.admitted():
-        _put(ctx, s3_queue, record)
+    """Producer: admit each file and put it on the S3 queue (an abort cancels what is left)."""
+    with closing(ctx.admitted()) as admitted:
+        for record in admitted:
+            _put(ctx, s3_queue, record)
 
 
 def s3_uploader(index: int, ctx: Context, s3_queue: Queue, api_queue: Queue) -> None:
@@ -80,7 +81,7 @@ def coordinator(ctx: Context, queues: list[Queue], stages: list[list[Worker]]) -
     """The tutorial's shutdown: wait for every producer of a queue, then one pill per consumer."""
     for queue_, producers, consumers, stage in zip(queues, stages, stages[1:], (Stage.S3, Stage.API, Stage.VERIFY)):
         _join(ctx, producers, queues, stages)
-        _send_pills(ctx, queue_, stage)
+        _send_pills(ctx, queue_, stage, queues, stages)
     _join(ctx, stages[-1], queues, stages)
 
 
@@ -145,14 +146,17 @@ def _put(ctx: Context, queue_: Queue, item: FileRecord | object) -> None:
                 raise Aborted from None
 
 
-def _send_pills(ctx: Context, queue_: Queue, stage: Stage) -> None:
-    """One pill per live consumer (a dead worker takes none); an abort sends its own."""
+def _send_pills(ctx: Context, queue_: Queue, stage: Stage, queues: list[Queue], stages: list[list[Worker]]) -> None:
+    """One pill per live consumer (a worker that died, even meanwhile, takes none); an abort
+    sends its own.  While the queue is full the coordinator keeps tending, as in ``_join``."""
     ctx.timeline.pills_sent(stage)
-    try:
-        for _ in range(ctx.alive(stage)):
-            _put(ctx, queue_, PILL)
-    except Aborted:
-        return
+    sent = 0
+    while sent < ctx.alive(stage) and not ctx.aborting:
+        try:
+            queue_.put(PILL, timeout=POLL)
+            sent += 1
+        except queue.Full:
+            _tend(ctx, queues, stages)
 
 
 def _join(ctx: Context, workers: list[Worker], queues: list[Queue], stages: list[list[Worker]]) -> None:
