@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from typing import Callable, Sequence
 
@@ -42,8 +43,12 @@ def main(run: Callable[[Config], Report], prog: str, argv: Sequence[str] | None 
         report = run(config)
     except WorkerCrashes as crashes:
         report = crashes.report
+    finally:
+        held = _hold_signals()
     out = Events(sys.stdout)
     out.emit(report.to_json() if config.json else report.format())
+    if held:
+        Events(sys.stderr).notice(f"{prog}: {', '.join(held)} arrived after the run had finished: ignored")
     return exit_code(report)
 
 
@@ -55,3 +60,15 @@ def entry(run: Callable[[Config], Report], prog: str) -> None:
     except (BrokenPipeError, ValueError, OSError):
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     raise SystemExit(code)
+
+
+def _hold_signals() -> list[str]:
+    """The run is over (its own handlers are gone): a late SIGINT/SIGTERM must not interrupt the
+    report with a ``KeyboardInterrupt`` traceback; it is noted and ignored.  Main thread only."""
+    held: list[str] = []
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda signum, frame: held.append(signal.Signals(signum).name))
+    except ValueError:  # not the main thread: signals are not ours to handle
+        pass
+    return held

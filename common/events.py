@@ -28,6 +28,8 @@ class Events:
             stream.flush()
         except (BrokenPipeError, ValueError, OSError):
             self._lost(stream)
+        except RuntimeError:  # a signal handler's line while this thread was mid-write: drop the line
+            pass
 
     def _lost(self, stream: TextIO) -> None:
         """The reader is gone: stop writing, and point the descriptor at /dev/null so the
