@@ -55,6 +55,8 @@ def main(run: Callable[[Config], Report], prog: str, argv: Sequence[str] | None 
 def entry(run: Callable[[Config], Report], prog: str) -> None:
     """``python -m <variant>``: exit with the run's code, whatever happened to stdout."""
     code = main(run, prog)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # the report is out: a signal now must not turn
+        signal.signal(sig, signal.SIG_IGN)       # the exit into a death by signal during shutdown
     try:
         sys.stdout.flush()
     except (BrokenPipeError, ValueError, OSError):

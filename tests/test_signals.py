@@ -143,7 +143,7 @@ def test_sigint_when_started_ignoring_it_with_the_dispatcher_blocked(variant):
     assert DRAINING in err and len(groups["cancelled"]) >= 40 and report["aborted"] == 0
 
 
-@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**16))
 def test_sigint_at_random_instants(variant, seed):
     """Whenever it lands - before the first copy, mid-run, during the pills, after the end -
@@ -152,7 +152,7 @@ def test_sigint_at_random_instants(variant, seed):
     child = Child(variant, "--files", "12", "--time-scale", "0.02", "--queue-size", str(rng.randint(0, 3)),
                   "--seed", str(seed), "--fail-rate", "0.2")
     child.wait_for("🔖 Dispatcher: dispatching")
-    time.sleep(rng.uniform(0, 0.4))
+    time.sleep(rng.uniform(0, 0.6))
     child.send(signal.SIGINT)
     code, report, _ = child.finish()
     groups = check(report, 12)
