@@ -9,10 +9,12 @@ import ast
 import dataclasses
 import inspect
 import json
+import queue
 import re
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -322,19 +324,24 @@ def _signalled(backend: str, *args: str, signals: list[tuple[signal.Signals, str
     """Start the CLI, and for each (signal, line): wait until ``line`` appears on stderr, then send it."""
     proc = subprocess.Popen([sys.executable, "-m", "anyio_version", "--backend", backend, *SLOW, *args], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8")
+    lines: queue.Queue[str | None] = queue.Queue()
+    reader = threading.Thread(target=lambda: [*map(lines.put, proc.stderr), lines.put(None)], daemon=True)
+    reader.start()
     try:
         for sig, ready in signals:
-            for line in proc.stderr:  # never sleep blindly: the run says when it is ready
-                if ready in line:
-                    break
-            else:
-                pytest.fail(f"never saw {ready!r}")
+            while (line := lines.get(timeout=60)) is not None and ready not in line:
+                pass  # never sleep blindly: the run says when it is ready
+            assert line is not None, f"the run ended before {ready!r}"
             proc.send_signal(sig)
-        out, _ = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
+        out = proc.stdout.read()
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+            proc.wait()
+        reader.join(5)
+        proc.stdout.close()
+        proc.stderr.close()
     return proc.returncode, json.loads(out)
 
 
