@@ -19,6 +19,7 @@ from common.report import Report
 from common.stages import HANG, api_upload, s3_copy
 
 VARIANT = "asyncio"
+HANDLES_SIGNALS = True  # installs its own SIGINT/SIGTERM handlers for the whole run
 Queue = asyncio.Queue
 Worker = asyncio.Task
 

@@ -39,16 +39,19 @@ def main(run: Callable[[Config], Report], prog: str, argv: Sequence[str] | None 
             open_input(config.input, config.input_format)[0].close()
         except OSError as exc:
             usage_exit(prog, str(exc))
+    held: list[str] = []
+    if getattr(sys.modules.get(getattr(run, "__module__", "")), "HANDLES_SIGNALS", False):
+        _hold_signals(held)  # the run saves these and restores them: no unguarded moment after it
     try:
         report = run(config)
     except WorkerCrashes as crashes:
         report = crashes.report
     finally:
-        held = _hold_signals()
+        _hold_signals(held)
     out = Events(sys.stdout)
     out.emit(report.to_json() if config.json else report.format())
     if held:
-        Events(sys.stderr).notice(f"{prog}: {', '.join(held)} arrived after the run had finished: ignored")
+        Events(sys.stderr).notice(f"{prog}: {', '.join(held)} arrived outside the run: ignored")
     return exit_code(report)
 
 
@@ -64,13 +67,13 @@ def entry(run: Callable[[Config], Report], prog: str) -> None:
     raise SystemExit(code)
 
 
-def _hold_signals() -> list[str]:
-    """The run is over (its own handlers are gone): a late SIGINT/SIGTERM must not interrupt the
-    report with a ``KeyboardInterrupt`` traceback; it is noted and ignored.  Main thread only."""
-    held: list[str] = []
+def _hold_signals(held: list[str]) -> None:
+    """Outside a run's own handlers (the instant before it installs them, or once it has restored
+    them and the report is being printed), a SIGINT/SIGTERM must not end the process with a
+    ``KeyboardInterrupt`` traceback and no report: it is noted in ``held`` and ignored.  A run that
+    handles no signals itself (the sequential one) keeps Python's default while it runs."""
     try:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda signum, frame: held.append(signal.Signals(signum).name))
     except ValueError:  # not the main thread: signals are not ours to handle
         pass
-    return held
