@@ -27,6 +27,7 @@ from common.report import Report
 from common.stages import HANG, api_upload, s3_copy
 
 VARIANT = "anyio"
+HANDLES_SIGNALS = True  # receives SIGINT/SIGTERM itself for the whole run, then restores the handlers
 Send = MemoryObjectSendStream[FileRecord]
 Receive = MemoryObjectReceiveStream[FileRecord]
 
