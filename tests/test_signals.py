@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -27,7 +29,10 @@ ABORTING = "aborting - files in flight are marked aborted"
 
 
 class Child:
-    """``python -m <variant> --json --details ...``: event lines on stderr, the JSON report on stdout."""
+    """``python -m <variant> --json --details ...``: event lines on stderr, the JSON report on stdout.
+
+    Both pipes are read by threads, so every wait here is bounded: a program that hangs or never
+    prints its marker fails the test instead of hanging the session."""
 
     def __init__(self, variant: str, *args: str, ignore_sigint: bool = False) -> None:
         def ignore() -> None:  # what `sh -c 'cmd &'` does to a background job
@@ -38,31 +43,56 @@ class Child:
                                      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                                      preexec_fn=ignore if ignore_sigint else None)
         self.seen: list[str] = []
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.out: list[str] = []
+        self.readers = [threading.Thread(target=self._pump, daemon=True),
+                        threading.Thread(target=lambda: self.out.append(self.proc.stdout.read()), daemon=True)]
+        for reader in self.readers:
+            reader.start()
 
-    def wait_for(self, marker: str) -> str:
-        """Read event lines until one contains ``marker``; fail if the program ends first."""
+    def _pump(self) -> None:
         for line in self.proc.stderr:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def wait_for(self, marker: str, timeout: float = 60) -> str:
+        """Read event lines until one contains ``marker``; fail if the program ends first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                self._abort_child()
+                raise AssertionError(f"no {marker!r} within {timeout}s; printed:\n{''.join(self.seen)}") from None
+            if line is None:
+                raise AssertionError(f"ended without printing {marker!r}; printed:\n{''.join(self.seen)}")
             self.seen.append(line)
             if marker in line:
                 return line
-        raise AssertionError(f"never printed {marker!r}; printed:\n{''.join(self.seen)}")
 
     def send(self, sig: signal.Signals) -> None:
         self.proc.send_signal(sig)
 
+    def _abort_child(self) -> None:
+        """A hang is a bug: end the child through its own abort path (two SIGINTs)."""
+        for _ in range(2):
+            self.proc.send_signal(signal.SIGINT)
+            time.sleep(0.5)
+
     def finish(self, timeout: float = 30) -> tuple[int, dict, str]:
         """Wait for the exit (the timeout is only a hang guard) and parse the report."""
         try:
-            out, err = self.proc.communicate(timeout=timeout)
+            code = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            for _ in range(2):  # a hang is a bug: try the abort path before giving up on the child
-                self.proc.send_signal(signal.SIGINT)
-                time.sleep(0.5)
-            out, err = self.proc.communicate(timeout=10)
-            raise AssertionError(f"hung; after two SIGINTs: {self.proc.returncode}\n{err}")
-        err = "".join(self.seen) + err
+            self._abort_child()
+            raise AssertionError(f"hung; printed:\n{''.join(self.seen)}") from None
+        for reader in self.readers:
+            reader.join(timeout=10)
+        while (line := self.lines.get(timeout=10)) is not None:
+            self.seen.append(line)
+        err = "".join(self.seen)
         assert "Traceback" not in err, err
-        return self.proc.returncode, json.loads(out), err
+        return code, json.loads(self.out[0]), err
 
 
 def check(report: dict, files: int) -> dict[str, list[dict]]:
