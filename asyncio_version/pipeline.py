@@ -12,7 +12,7 @@ import threading
 from contextlib import closing, contextmanager
 from typing import Any, Callable, Coroutine, Iterator
 
-from common.config import Config
+from common.config import Config, UsageError
 from common.context import POLL, Context, worker_name
 from common.model import PILL, FileRecord, Stage
 from common.report import Report
@@ -22,10 +22,7 @@ VARIANT = "asyncio"
 HANDLES_SIGNALS = True  # installs its own SIGINT/SIGTERM handlers for the whole run
 Queue = asyncio.Queue
 Worker = asyncio.Task
-
-
-class Aborted(Exception):
-    """The run is aborting: stop where you are and leave the file in flight."""
+STREAM_END = (asyncio.QueueShutDown,) if hasattr(asyncio, "QueueShutDown") else ()  # Queue.shutdown(): Python 3.13+
 
 
 async def dispatcher(ctx: Context, s3_queue: Queue) -> None:
@@ -33,6 +30,7 @@ async def dispatcher(ctx: Context, s3_queue: Queue) -> None:
     with closing(ctx.admitted()) as admitted:
         for record in admitted:
             await _put(ctx, s3_queue, record)
+    await _check_out(ctx, None, s3_queue, Stage.DISPATCH)
 
 
 async def s3_uploader(index: int, ctx: Context, s3_queue: Queue, api_queue: Queue) -> None:
@@ -40,15 +38,19 @@ async def s3_uploader(index: int, ctx: Context, s3_queue: Queue, api_queue: Queu
     name = worker_name(Stage.S3, index)
     clock = ctx.timeline.worker(name, Stage.S3)
     while True:
-        record = await s3_queue.get()
+        try:
+            record = await s3_queue.get()
+        except STREAM_END:
+            record = PILL
         if record is PILL:
             clock.pill()
             ctx.events.s3_done(name)
-            return
+            return await _check_out(ctx, s3_queue, api_queue, Stage.S3)
         if ctx.take(Stage.S3, index, clock, record):
             await _wait_through(ctx, s3_copy(record, ctx.plan, ctx.events, name))
             clock.end(record)
             await _put(ctx, api_queue, record)
+        _done(ctx, s3_queue)
 
 
 async def api_uploader(index: int, ctx: Context, api_queue: Queue, verify_queue: Queue) -> None:
@@ -56,33 +58,43 @@ async def api_uploader(index: int, ctx: Context, api_queue: Queue, verify_queue:
     name = worker_name(Stage.API, index)
     clock = ctx.timeline.worker(name, Stage.API)
     while True:
-        record = await api_queue.get()
+        try:
+            record = await api_queue.get()
+        except STREAM_END:
+            record = PILL
         if record is PILL:
             clock.pill()
             ctx.events.api_done(name)
-            return
+            return await _check_out(ctx, api_queue, verify_queue, Stage.API)
         if ctx.take(Stage.API, index, clock, record):
             await _wait_through(ctx, api_upload(record, ctx.plan, ctx.events, name))
             clock.end(record)
             await _put(ctx, verify_queue, record)
+        _done(ctx, api_queue)
 
 
 async def verifier(ctx: Context, verify_queue: Queue) -> None:
     """Consumer: the single aggregator; records every verdict in the ledger."""
     clock = ctx.timeline.worker("Verifier", Stage.VERIFY)
     while True:
-        record = await verify_queue.get()
+        try:
+            record = await verify_queue.get()
+        except STREAM_END:
+            record = PILL
         if record is PILL:
             clock.pill()
             return
         ctx.verify(clock, record)
+        _done(ctx, verify_queue)
 
 
 async def coordinator(ctx: Context, queues: list[Queue], stages: list[list[Worker]]) -> None:
-    """The tutorial's shutdown: wait for every producer of a queue, then one pill per consumer."""
+    """The tutorial's shutdown: wait for every producer of a queue, then end its stream - by
+    default one pill per consumer; ``--shutdown`` picks another strategy (common/shutdown.py)."""
     for queue_, producers, consumers, stage in zip(queues, stages, stages[1:], (Stage.S3, Stage.API, Stage.VERIFY)):
         await _join(ctx, producers, queues, stages)
-        await _send_pills(ctx, queue_, stage, queues, stages)
+        if ctx.shutdown.coordinator_ends(stage):
+            await _end_stream(ctx, queue_, stage, consumers, queues, stages)
     await _join(ctx, stages[-1], queues, stages)
 
 
@@ -106,7 +118,12 @@ def run(config: Config) -> Report:
     """Run the whole pipeline; every file ends in exactly one terminal state."""
     ctx = Context(config, VARIANT, None)
     ctx.waker = None  # an abort cancels the tasks instead: every await is a cancellation point
-    asyncio.run(pipeline(ctx))
+    try:  # --loop uvloop: the same code on libuv's event loop (the uvloop extra)
+        factory = __import__("uvloop").new_event_loop if config.loop == "uvloop" else None
+    except ImportError:
+        raise UsageError("--loop uvloop needs the uvloop extra: pip install 'pillpipe[uvloop]'") from None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(pipeline(ctx))
     return ctx.report()
 
 
@@ -121,7 +138,7 @@ async def _guarded(ctx: Context, stage: Stage, name: str, target: Callable[..., 
     that nobody notices."""
     try:
         await target(*args)
-    except (Aborted, asyncio.CancelledError):
+    except asyncio.CancelledError:  # an abort (or, under --shutdown cancel, the stream's end)
         pass
     except BaseException as exc:  # noqa: BLE001 - reported through the ledger and WorkerCrashes
         ctx.worker_died(stage, name, exc)
@@ -142,18 +159,49 @@ async def _put(ctx: Context, queue_: Queue, item: FileRecord | object) -> None:
     await queue_.put(item)
 
 
-async def _send_pills(ctx: Context, queue_: Queue, stage: Stage, queues: list[Queue], stages: list[list[Worker]]) -> None:
-    """One pill per live consumer (a worker that died, even meanwhile, takes none); an abort
-    sends its own.  While the queue is full the coordinator keeps tending, as in ``_join``."""
+async def _end_stream(ctx: Context, queue_: Queue, stage: Stage, consumers: list[Worker], queues: list[Queue],
+                      stages: list[list[Worker]]) -> None:
+    """End ``stage``'s input stream by the run's strategy (common/shutdown.py), tending meanwhile
+    as ``_join`` does; ``cancel`` falls back to pills if a consumer died holding an item."""
     ctx.timeline.pills_sent(stage)
-    sent = 0
-    while sent < ctx.alive(stage) and not ctx.aborting:
-        try:
-            queue_.put_nowait(PILL)
-            sent += 1
-        except asyncio.QueueFull:
-            await asyncio.sleep(POLL)
+    if ctx.shutdown.strategy == "queue-shutdown":
+        return queue_.shutdown()
+    if ctx.shutdown.strategy == "cancel":
+        drained = asyncio.create_task(queue_.join())
+        while not drained.done() and not ctx.aborting and ctx.alive(stage) == len(consumers):
+            await asyncio.wait([drained], timeout=POLL)
             _tend(ctx, queues, stages)
+        if drained.done():  # every item handled: the idle consumers can go
+            for worker in consumers:
+                worker.cancel()
+            return
+        drained.cancel()
+    sent = 0
+    while sent < ctx.shutdown.pills_for(ctx.alive(stage)) and not ctx.aborting:
+        try:
+            async with asyncio.timeout(POLL):
+                await queue_.put(PILL)
+            sent += 1
+        except TimeoutError:
+            _tend(ctx, queues, stages)
+
+
+async def _check_out(ctx: Context, inbox: Queue | None, outbox: Queue, stage: Stage) -> None:
+    """A producer leaves: relay its pill to a sibling, or - the last one out under last-out - put
+    the next stage's pills itself."""
+    if ctx.shutdown.relay and inbox is not None:
+        await _put(ctx, inbox, PILL)
+    next_stage = ctx.shutdown.check_out(stage)
+    if next_stage is not None:
+        ctx.timeline.pills_sent(next_stage)
+        for _ in range(ctx.alive(next_stage)):
+            await _put(ctx, outbox, PILL)
+
+
+def _done(ctx: Context, queue_: Queue) -> None:
+    """Under ``cancel`` every item is marked done, for ``queue.join()``."""
+    if ctx.shutdown.marks_done:
+        queue_.task_done()
 
 
 async def _join(ctx: Context, workers: list[Worker], queues: list[Queue], stages: list[list[Worker]]) -> None:

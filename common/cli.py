@@ -6,7 +6,7 @@ import signal
 import sys
 from typing import Callable, Sequence
 
-from .config import Config, parse_config, usage_exit
+from .config import Config, UsageError, parse_config, usage_exit
 from .context import WorkerCrashes
 from .events import Events
 from .report import Report
@@ -46,6 +46,8 @@ def main(run: Callable[[Config], Report], prog: str, argv: Sequence[str] | None 
         report = run(config)
     except WorkerCrashes as crashes:
         report = crashes.report
+    except UsageError as exc:  # what this variant cannot do here (say, queue-shutdown before 3.13)
+        usage_exit(prog, str(exc))
     finally:
         _hold_signals(held)
     out = Events(sys.stdout)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import NoReturn, Sequence
 
 from .faults import FaultPlan, FaultSpecError
+from .shutdown import DEFAULT as DEFAULT_SHUTDOWN, STRATEGIES
 from .stages import StagePlan
 from .workload import Workload
 
@@ -40,6 +41,8 @@ class Config:
     quiet: bool = False
     trace: bool = False  # record a span per file per stage (benchmarks, timelines)
     backend: str = "asyncio"  # the anyio variant's event loop: asyncio or trio (the other variants ignore it)
+    shutdown: str = DEFAULT_SHUTDOWN  # how each stage's input stream ends: see common/shutdown.py
+    loop: str = "asyncio"  # the asyncio variant's event loop: asyncio or uvloop
     fault_plan: FaultPlan = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -72,6 +75,10 @@ class Config:
                 raise UsageError(f"--{name.replace('_', '-')} must be a number > 0 (got {value})")
         if self.input_format not in (None, "jsonl", "csv"):
             raise UsageError(f"--input-format must be jsonl or csv (got {self.input_format})")
+        if self.shutdown not in STRATEGIES:
+            raise UsageError(f"--shutdown must be one of {', '.join(STRATEGIES)} (got {self.shutdown})")
+        if self.loop not in LOOPS:
+            raise UsageError(f"--loop must be one of {', '.join(LOOPS)} (got {self.loop})")
         if self.backend not in BACKENDS:
             raise UsageError(f"--backend must be one of {', '.join(BACKENDS)} (got {self.backend})")
         if self.backend == "trio" and importlib.util.find_spec("trio") is None:
@@ -88,6 +95,7 @@ class Config:
 
 
 BACKENDS = ("asyncio", "trio")  # event loops the anyio variant runs on
+LOOPS = ("asyncio", "uvloop")  # event loops the asyncio variant runs on
 
 
 def _finite(value: float) -> bool:
@@ -147,6 +155,12 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
                    help="seconds per API upload (default 1 2)")
     s.add_argument("--time-scale", type=_number, default=d.time_scale, metavar="F",
                    help="multiplies every latency and backoff; 0 = no waiting (default %(default)s)")
+    s.add_argument("--shutdown", choices=STRATEGIES, default=d.shutdown, metavar="STRATEGY",
+                   help="how a stage learns its input has ended: pills (the tutorial's coordinator), relay, "
+                        "last-out, queue-shutdown (Python 3.13+), cancel (asyncio only); threaded and asyncio "
+                        "variants (default %(default)s)")
+    s.add_argument("--loop", choices=LOOPS, default=d.loop,
+                   help="event loop of the asyncio variant only; uvloop needs the uvloop extra (default %(default)s)")
     s.add_argument("--backend", choices=BACKENDS, default=d.backend,
                    help="event loop of the anyio variant only (the others ignore it); trio needs the trio "
                         "extra (default %(default)s)")

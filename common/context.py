@@ -13,12 +13,13 @@ import time
 from contextlib import AbstractContextManager
 from typing import IO, Any, Iterator
 
-from .config import Config
+from .config import Config, UsageError
 from .events import Events
 from .faults import InjectedCrash
 from .ledger import Ledger
 from .model import FileRecord, Outcome, Rejected, Stage
 from .report import Report
+from .shutdown import Shutdown, unsupported
 from .source import InputError, open_input, records
 from .timing import Timeline, WorkerClock
 
@@ -72,6 +73,10 @@ class Context:
         self.crashes: list[BaseException] = []
         self.waker: Any = None  # the variant's wake-up primitive for aborts, if it needs one
         self._alive = {Stage.DISPATCH: 1, Stage.S3: config.s3_workers, Stage.API: config.api_workers, Stage.VERIFY: 1}
+        problem = unsupported(config.shutdown, variant, config.loop)
+        if problem is not None:
+            raise UsageError(problem)
+        self.shutdown = Shutdown(config.shutdown, self._alive, lock)
         self._deadline: float | None = None
 
     # The dispatcher's stream ---------------------------------------------------------

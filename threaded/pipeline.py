@@ -22,6 +22,7 @@ VARIANT = "threaded"
 HANDLES_SIGNALS = True  # installs its own SIGINT/SIGTERM handlers for the whole run
 Queue = queue.Queue
 Worker = threading.Thread
+STREAM_END = (queue.ShutDown,) if hasattr(queue, "ShutDown") else ()  # Queue.shutdown(): Python 3.13+
 
 
 class Aborted(Exception):
@@ -33,6 +34,7 @@ def dispatcher(ctx: Context, s3_queue: Queue) -> None:
     with closing(ctx.admitted()) as admitted:
         for record in admitted:
             _put(ctx, s3_queue, record)
+    _check_out(ctx, None, s3_queue, Stage.DISPATCH)
 
 
 def s3_uploader(index: int, ctx: Context, s3_queue: Queue, api_queue: Queue) -> None:
@@ -40,15 +42,19 @@ def s3_uploader(index: int, ctx: Context, s3_queue: Queue, api_queue: Queue) -> 
     name = worker_name(Stage.S3, index)
     clock = ctx.timeline.worker(name, Stage.S3)
     while True:
-        record = s3_queue.get()
+        try:
+            record = s3_queue.get()
+        except STREAM_END:
+            record = PILL
         if record is PILL:
             clock.pill()
             ctx.events.s3_done(name)
-            return
+            return _check_out(ctx, s3_queue, api_queue, Stage.S3)
         if ctx.take(Stage.S3, index, clock, record):
             _wait_through(ctx, s3_copy(record, ctx.plan, ctx.events, name))
             clock.end(record)
             _put(ctx, api_queue, record)
+        _done(ctx, s3_queue)
 
 
 def api_uploader(index: int, ctx: Context, api_queue: Queue, verify_queue: Queue) -> None:
@@ -56,33 +62,43 @@ def api_uploader(index: int, ctx: Context, api_queue: Queue, verify_queue: Queue
     name = worker_name(Stage.API, index)
     clock = ctx.timeline.worker(name, Stage.API)
     while True:
-        record = api_queue.get()
+        try:
+            record = api_queue.get()
+        except STREAM_END:
+            record = PILL
         if record is PILL:
             clock.pill()
             ctx.events.api_done(name)
-            return
+            return _check_out(ctx, api_queue, verify_queue, Stage.API)
         if ctx.take(Stage.API, index, clock, record):
             _wait_through(ctx, api_upload(record, ctx.plan, ctx.events, name))
             clock.end(record)
             _put(ctx, verify_queue, record)
+        _done(ctx, api_queue)
 
 
 def verifier(ctx: Context, verify_queue: Queue) -> None:
     """Consumer: the single aggregator; records every verdict in the ledger."""
     clock = ctx.timeline.worker("Verifier", Stage.VERIFY)
     while True:
-        record = verify_queue.get()
+        try:
+            record = verify_queue.get()
+        except STREAM_END:
+            record = PILL
         if record is PILL:
             clock.pill()
             return
         ctx.verify(clock, record)
+        _done(ctx, verify_queue)
 
 
 def coordinator(ctx: Context, queues: list[Queue], stages: list[list[Worker]]) -> None:
-    """The tutorial's shutdown: wait for every producer of a queue, then one pill per consumer."""
+    """The tutorial's shutdown: wait for every producer of a queue, then end its stream - by
+    default one pill per consumer; ``--shutdown`` picks another strategy (common/shutdown.py)."""
     for queue_, producers, consumers, stage in zip(queues, stages, stages[1:], (Stage.S3, Stage.API, Stage.VERIFY)):
         _join(ctx, producers, queues, stages)
-        _send_pills(ctx, queue_, stage, queues, stages)
+        if ctx.shutdown.coordinator_ends(stage):
+            _end_stream(ctx, queue_, stage, consumers, queues, stages)
     _join(ctx, stages[-1], queues, stages)
 
 
@@ -147,17 +163,38 @@ def _put(ctx: Context, queue_: Queue, item: FileRecord | object) -> None:
                 raise Aborted from None
 
 
-def _send_pills(ctx: Context, queue_: Queue, stage: Stage, queues: list[Queue], stages: list[list[Worker]]) -> None:
-    """One pill per live consumer (a worker that died, even meanwhile, takes none); an abort
-    sends its own.  While the queue is full the coordinator keeps tending, as in ``_join``."""
+def _end_stream(ctx: Context, queue_: Queue, stage: Stage, consumers: list[Worker], queues: list[Queue],
+                stages: list[list[Worker]]) -> None:
+    """End ``stage``'s input stream by the run's strategy (common/shutdown.py), tending meanwhile
+    as ``_join`` does, so a worker that dies meanwhile never leaves a pill that nobody takes."""
     ctx.timeline.pills_sent(stage)
+    if ctx.shutdown.strategy == "queue-shutdown":
+        return queue_.shutdown()
     sent = 0
-    while sent < ctx.alive(stage) and not ctx.aborting:
+    while sent < ctx.shutdown.pills_for(ctx.alive(stage)) and not ctx.aborting:
         try:
             queue_.put(PILL, timeout=POLL)
             sent += 1
         except queue.Full:
             _tend(ctx, queues, stages)
+
+
+def _check_out(ctx: Context, inbox: Queue | None, outbox: Queue, stage: Stage) -> None:
+    """A producer leaves: relay its pill to a sibling, or - the last one out under last-out - put
+    the next stage's pills itself."""
+    if ctx.shutdown.relay and inbox is not None:
+        _put(ctx, inbox, PILL)
+    next_stage = ctx.shutdown.check_out(stage)
+    if next_stage is not None:
+        ctx.timeline.pills_sent(next_stage)
+        for _ in range(ctx.alive(next_stage)):
+            _put(ctx, outbox, PILL)
+
+
+def _done(ctx: Context, queue_: Queue) -> None:
+    """Under ``cancel`` every item is marked done, for ``queue.join()``."""
+    if ctx.shutdown.marks_done:
+        queue_.task_done()
 
 
 def _join(ctx: Context, workers: list[Worker], queues: list[Queue], stages: list[list[Worker]]) -> None:
