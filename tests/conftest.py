@@ -8,14 +8,15 @@ from pathlib import Path
 
 import pytest
 
+import anyio_version
 import asyncio_version
 import threaded
 from common import sequential
 from common.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
-RUNS = {"threaded": threaded.run, "asyncio": asyncio_version.run}
-MODULES = {"threaded": "threaded", "asyncio": "asyncio_version"}
+RUNS = {"threaded": threaded.run, "asyncio": asyncio_version.run, "anyio": anyio_version.run}
+MODULES = {"threaded": "threaded", "asyncio": "asyncio_version", "anyio": "anyio_version"}
 
 
 @pytest.fixture(params=list(RUNS), ids=list(RUNS))

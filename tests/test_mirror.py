@@ -51,3 +51,10 @@ def test_the_core_never_imports_a_variant():
                           "import pillpipe", "from pillpipe", "import benchmarks", "from benchmarks",
                           "import threading", "import asyncio"):
             assert forbidden not in text, (path.name, forbidden)
+
+
+def test_the_anyio_model_mirrors_the_same_public_functions():
+    """The third model has no queues (memory object streams) but the same functions in the same order."""
+    names = _functions(ROOT / "anyio_version" / "pipeline.py")
+    assert [n for n in names if not n.startswith("_")] == PUBLIC
+    assert len((ROOT / "anyio_version" / "pipeline.py").read_text().splitlines()) <= 250
