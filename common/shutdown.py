@@ -40,10 +40,10 @@ def unsupported(strategy: str, variant: str, loop: str = "asyncio") -> str | Non
     """Why ``variant`` cannot run ``strategy`` (or event ``loop``) here, or None when it can."""
     if loop != "asyncio" and variant != "asyncio":
         return f"--loop {loop} applies to the asyncio variant only"
-    if strategy == "queue-shutdown" and sys.version_info < (3, 13):
-        return f"--shutdown queue-shutdown needs Python 3.13+ (Queue.shutdown); this is {sys.version.split()[0]}"
     if strategy != DEFAULT and variant.startswith("anyio"):
         return "--shutdown applies to the threaded and asyncio variants: anyio ends a stream by closing its last send clone"
+    if strategy == "queue-shutdown" and sys.version_info < (3, 13):
+        return f"--shutdown queue-shutdown needs Python 3.13+ (Queue.shutdown); this is {sys.version.split()[0]}"
     if strategy == "cancel" and variant != "asyncio":
         return f"--shutdown cancel is asyncio only: {variant} workers cannot be cancelled"
     return None
