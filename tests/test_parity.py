@@ -86,3 +86,16 @@ def test_no_thread_is_left_behind():
     for run in RUNS.values():
         run(fast(files=50, s3_workers=7, api_workers=5, queue_size=3))
     assert set(threading.enumerate()) <= before
+
+
+@pytest.mark.parametrize("fault, processed", [("api:worker=*:after=2:die", 2), ("s3:worker=*:after=3:die", 3),
+                                              ("verifier:after=4:crash", 4)])
+def test_sequential_reference_dies_once_and_cancels_the_rest(fault, processed):
+    """The reference has one worker per stage: its death ends that stage, whatever --api-workers says."""
+    from common.context import WorkerCrashes
+
+    with pytest.raises(WorkerCrashes) as caught:
+        run_sequential(fast(files=10, api_workers=5, faults=(fault,)))
+    report = caught.value.report
+    assert (report.processed, report.success, report.failed, report.cancelled) == (processed, processed, 1, 9 - processed)
+    assert report.stopped_by == "crash" and len(report.errors) == 1
