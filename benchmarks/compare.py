@@ -21,7 +21,7 @@ from common.report import IGNORED
 from common.simulate import Simulation, TimerModel, simulate
 
 from . import plots
-from .harness import DEFAULT_OUT, ProbeFailed, percentile, probe
+from .harness import DEFAULT_OUT, ProbeFailed, environment, interpreter, percentile, probe
 
 VARIANTS = ("threaded", "asyncio")
 # Timer calibration: sleeps from 0.13 ms to 20 ms, where rounding and overshoot matter.
@@ -33,8 +33,12 @@ class ReportMismatch(AssertionError):
 
 
 def check_identical(reports: dict[str, dict[str, Any]]) -> None:
-    """Raise ``ReportMismatch`` naming the first differing file (or field) unless all reports agree."""
-    (name_a, a), (name_b, b) = list(reports.items())[:2]
+    """Raise ``ReportMismatch`` naming the first differing file (or field) unless all reports agree
+    (each is compared with the first)."""
+    items = list(reports.items())
+    for other in items[2:]:
+        check_identical(dict([items[0], other]))
+    (name_a, a), (name_b, b) = items[:2]
     ca = {k: v for k, v in a.items() if k not in IGNORED}
     cb = {k: v for k, v in b.items() if k not in IGNORED}
     if ca == cb:
@@ -54,10 +58,10 @@ def check_identical(reports: dict[str, dict[str, Any]]) -> None:
                                  " (rerun with --details to see the first differing file)")
 
 
-def timer_model(variant: str) -> TimerModel:
-    """Measure the runtime's sleep overshoot in a fresh process and fit a model to it."""
+def timer_model(variant: str, python: str | None = None) -> TimerModel:
+    """Measure the runtime's sleep overshoot in a fresh process (under ``python``) and fit a model to it."""
     result = probe(f"timer-{variant}", ["--delays", ",".join(map(str, CALIBRATION_DELAYS)), "--repeats", "2"],
-                   timeout=120)
+                   timeout=120, **({"python": python} if python else {}))
     return TimerModel.fit(result["samples"])
 
 
@@ -176,6 +180,9 @@ def parser() -> argparse.ArgumentParser:
     h = p.add_argument_group("compare")
     h.add_argument("--out", type=Path, default=DEFAULT_OUT / "compare", help="output directory (default %(default)s)")
     h.add_argument("--timeout", type=float, default=3600, help="seconds one variant may take (default %(default)s)")
+    h.add_argument("--python", action="append", metavar="PATH", dest="pythons",
+                   help="run the probes under this interpreter (repeatable: 3.11, 3.12, 3.13 side by side; "
+                        "default: this one); each one's version is recorded")
     return p
 
 
@@ -189,11 +196,21 @@ def main(argv: Sequence[str]) -> int:
         p.error(str(exc))
     run_flags = [a for a in _strip(argv)] + ["--quiet", "--details", "--trace"]
     err = Console(stderr=True, highlight=False, soft_wrap=True)
+    pythons: list[str | None] = list(ns.pythons or [None])
+    try:
+        infos = [interpreter(py) for py in pythons]
+    except ProbeFailed as exc:
+        p.error(f"--python: {exc.reason}")
+    # one column per variant, or per variant and interpreter when several are given
+    columns: dict[str, tuple[str, str | None]] = {}
+    for py, info in zip(pythons, infos):
+        for variant in VARIANTS:
+            columns[variant if len(pythons) == 1 else f"{variant}@{info['python']}"] = (variant, py)
     results: dict[str, dict[str, Any]] = {}
     try:
-        for variant in VARIANTS:
-            err.print(f"[dim]running {variant} in a fresh process...[/dim]")
-            results[variant] = probe(variant, run_flags, timeout=ns.timeout)
+        for label, (variant, py) in columns.items():
+            err.print(f"[dim]running {label} in a fresh process...[/dim]")
+            results[label] = probe(variant, run_flags, timeout=ns.timeout, **({"python": py} if py else {}))
     except ProbeFailed as exc:
         err.print(f"[bold red]compare: {exc}[/bold red]")
         return 70
@@ -206,20 +223,21 @@ def main(argv: Sequence[str]) -> int:
     ideal = simulate(config)
     calibrated = {}
     models = {}
-    for v in VARIANTS:
-        models[v] = timer_model(v)
+    for v, (variant, py) in columns.items():
+        models[v] = timer_model(variant, py)
         calibrated[v] = simulate(config, timer=models[v])
-    rows = {v: metrics(results[v], ideal, calibrated[v]) for v in VARIANTS}
+    rows = {v: metrics(results[v], ideal, calibrated[v]) for v in columns}
     console = Console(highlight=False)
     if not console.is_terminal:
         console = Console(highlight=False, width=120)  # piped: do not squeeze the table to 80 columns
     console.print(table(rows, ideal, calibrated, config))
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for v in VARIANTS:
+    for v in columns:
         written.append(plots.timeline(results[v]["report"]["timing"], f"{v}: {config.files} files", out / f"timeline-{v}.png"))
-    written.append(plots.chrome_trace({v: results[v]["report"]["timing"] for v in VARIANTS}, out / "trace.json"))
-    summary = {"config": {k: v for k, v in vars(config).items() if k != "fault_plan"},
+    written.append(plots.chrome_trace({v: results[v]["report"]["timing"] for v in columns}, out / "trace.json"))
+    summary = {"environment": environment(pythons),
+               "config": {k: v for k, v in vars(config).items() if k != "fault_plan"},
                "ideal_makespan_s": ideal.makespan, "timer_models": {v: m.to_dict() for v, m in models.items()},
                "variants": rows}
     (out / "compare.json").write_text(json.dumps(summary, indent=2, default=str))
@@ -235,10 +253,10 @@ def _strip(argv: Sequence[str]) -> list[str]:
         if skip:
             skip = False
             continue
-        if a in ("--out", "--timeout"):
+        if a in ("--out", "--timeout", "--python"):
             skip = True
             continue
-        if a.startswith(("--out=", "--timeout=")) or a == "--json":
+        if a.startswith(("--out=", "--timeout=", "--python=")) or a == "--json":
             continue
         out.append(a)
     return out

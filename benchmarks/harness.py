@@ -25,11 +25,18 @@ class ProbeFailed(RuntimeError):
         self.kind, self.reason = kind, reason
 
 
-def probe(kind: str, flags: Sequence[str] = (), timeout: float = 600) -> dict[str, Any]:
-    """Run ``python -m benchmarks.probe kind flags`` in a fresh interpreter and return its JSON."""
-    cmd = [sys.executable, "-m", "benchmarks.probe", kind, *map(str, flags)]
-    env = {**os.environ, "PYTHONIOENCODING": "utf-8", "PYTHONPATH": os.pathsep.join(
+def _env() -> dict[str, str]:
+    """The probe's environment: the repository first on PYTHONPATH, so any interpreter finds it."""
+    return {**os.environ, "PYTHONIOENCODING": "utf-8", "PYTHONPATH": os.pathsep.join(
         p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+
+
+def probe(kind: str, flags: Sequence[str] = (), timeout: float = 600, python: str | None = None) -> dict[str, Any]:
+    """Run ``python -m benchmarks.probe kind flags`` in a fresh interpreter (``python``, default this
+    one: the probe needs only the stdlib and the repository, plus anyio/trio/uvloop for those runs)
+    and return its JSON."""
+    cmd = [python or sys.executable, "-m", "benchmarks.probe", kind, *map(str, flags)]
+    env = _env()
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
@@ -41,8 +48,41 @@ def probe(kind: str, flags: Sequence[str] = (), timeout: float = 600) -> dict[st
     return json.loads(lines[-1])
 
 
-def environment() -> dict[str, Any]:
-    """CPU, cores, OS, Python and library versions: recorded beside every result."""
+_INTERPRETER = """\
+import json, platform, sys
+from importlib import metadata, util
+libs = {}
+for name in ("anyio", "trio", "uvloop"):
+    try:
+        libs[name] = metadata.version(name)
+    except metadata.PackageNotFoundError:
+        libs[name] = None
+print(json.dumps({"executable": sys.executable, "python": platform.python_version(),
+                  "implementation": platform.python_implementation(), "version": sys.version,
+                  "queue_shutdown": sys.version_info >= (3, 13), "libraries": libs}))
+"""
+
+
+def interpreter(python: str | None = None, timeout: float = 60) -> dict[str, Any]:
+    """What ``python`` (default: this interpreter) is: version, implementation, whether it has
+    ``Queue.shutdown`` (3.13+), and which of anyio/trio/uvloop it can import.  Raises
+    ``ProbeFailed`` for a path that is not a working Python."""
+    path = python or sys.executable
+    try:
+        done = subprocess.run([path, "-c", _INTERPRETER], capture_output=True, text=True, timeout=timeout, env=_env())
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ProbeFailed("interpreter", f"{path}: {exc}") from None
+    if done.returncode != 0:
+        raise ProbeFailed("interpreter", f"{path}: exit {done.returncode}: {done.stderr.strip()[-300:]}")
+    info = json.loads(done.stdout.strip().splitlines()[-1])
+    info["path"] = path
+    return info
+
+
+def environment(pythons: Sequence[str | None] = ()) -> dict[str, Any]:
+    """CPU, cores, OS, Python and library versions: recorded beside every result.  ``pythons``:
+    the interpreters the probes ran under (``--python``), each with its version, under
+    ``interpreters``; ``python`` is then the first one's version (the harness's own is ``harness_python``)."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
@@ -68,13 +108,16 @@ def environment() -> dict[str, Any]:
         mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20)
     except (ValueError, OSError, AttributeError):
         pass
+    interpreters = [interpreter(p) for p in (pythons or [None])]
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
         "memory_mib": mem,
         "os": f"{platform.system()} {platform.release()}",
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
+        "python": interpreters[0]["python"],
+        "implementation": interpreters[0]["implementation"],
+        "harness_python": platform.python_version(),
+        "interpreters": interpreters,
         "libraries": versions,
         "pid_max": pid_max,
     }

@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Any, Callable
 
-KINDS = ("threaded", "asyncio", "sequential", "bare-threaded", "bare-asyncio", "timer-threaded", "timer-asyncio")
+KINDS = ("threaded", "asyncio", "anyio", "sequential", "bare-threaded", "bare-asyncio", "timer-threaded", "timer-asyncio")
 
 
 class _Counts:
@@ -105,7 +105,7 @@ def measure(kind: str, argv: list[str]) -> dict[str, Any]:
         from common.context import WorkerCrashes
         from pillpipe.cli import variants
 
-        variant = variants()[kind]
+        variant = variants(kind)[kind]
 
         def run() -> Any:
             try:

@@ -16,13 +16,14 @@ from .report import Report
 from .timing import Timeline
 
 _MOD = 1 << 256
+_TEXT = {member: member.value for enum in (Outcome, Stage) for member in enum}  # .value is slow on the hot path
+_TEXT[None] = ""
 
 
 def outcome_line(record: FileRecord, outcome: Outcome) -> str:
     """One file's outcome, canonically: what the digest is made of."""
-    stage = record.failed_stage.value if record.failed_stage else ""
-    return (f"{record.id}\t{record.name}\t{outcome.value}\t{record.dest_key or ''}\t{stage}\t"
-            f"{record.error or ''}\t{record.s3_attempts}\t{record.api_attempts}\t{record.last_stage.value}")
+    return (f"{record.id}\t{record.name}\t{_TEXT[outcome]}\t{record.dest_key or ''}\t{_TEXT[record.failed_stage]}\t"
+            f"{record.error or ''}\t{record.s3_attempts}\t{record.api_attempts}\t{_TEXT[record.last_stage]}")
 
 
 def rejected_line(rejected: Rejected) -> str:
@@ -108,7 +109,7 @@ class Ledger:
 
     def _count(self, outcome: Outcome, line: str, detail: dict[str, Any] | None) -> None:
         self._counts[outcome] += 1
-        self._digest = (self._digest + int.from_bytes(hashlib.sha256(line.encode()).digest(), "big")) % _MOD
+        self._digest += int.from_bytes(hashlib.sha256(line.encode()).digest(), "big")  # mod 2^256 when reported
         if self._details is not None and detail is not None:
             self._details.append(detail)
 
@@ -129,7 +130,7 @@ class Ledger:
                 aborted=counts[Outcome.ABORTED],
                 invalid=counts[Outcome.INVALID],
                 duplicate=counts[Outcome.DUPLICATE],
-                digest=f"{self._digest:064x}",
+                digest=f"{self._digest % _MOD:064x}",
                 stopped_by=stopped_by,
                 errors=sorted(self.errors),
                 files=files,

@@ -81,14 +81,14 @@ _ATTEMPTS_FIELD = {Stage.S3: "s3_attempts", Stage.API: "api_attempts"}
 def _attempts(stage: Stage, record: FileRecord, plan: StagePlan, events: Events, worker: str) -> Iterator[float]:
     if record.status is Status.FAILED:  # failed upstream: passes through to the verifier untouched
         return
-    attempts = plan.retries + 1
+    attempts, timeout = plan.retries + 1, plan.stage_timeout
+    field_name, on_success, copying = _ATTEMPTS_FIELD[stage], _ON_SUCCESS[stage], events.enabled and stage is Stage.S3
     for attempt in range(1, attempts + 1):
-        setattr(record, _ATTEMPTS_FIELD[stage], attempt)
-        if events.enabled and stage is Stage.S3:
+        setattr(record, field_name, attempt)
+        if copying:
             events.s3_copying(worker, record)
         try:
             delay, error = _attempt(stage, record.id, attempt, plan)
-            timeout = plan.stage_timeout
             if timeout is not None and delay > timeout:
                 yield timeout
                 raise StageTimeout(f"timeout after {timeout:g}s")
@@ -96,7 +96,7 @@ def _attempts(stage: Stage, record: FileRecord, plan: StagePlan, events: Events,
                 yield delay
             if error is not None:
                 raise error
-            _ON_SUCCESS[stage](record, plan, events, worker)
+            on_success(record, plan, events, worker)
             record.error = None
             return
         except Exception as exc:  # noqa: BLE001 - a per-file error is data, whatever it is

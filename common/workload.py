@@ -57,11 +57,9 @@ def dest_key(seed: int, name: str) -> str:
     Computed straight from SHA-1 (the same bytes ``uuid.uuid5`` gives) because this runs once
     per file on the hot path, where every microsecond is paid again under the GIL.
     """
-    h = bytearray(hashlib.sha1(_NAMESPACE_BYTES + f"{seed}/{name}".encode()).digest()[:16])
-    h[6] = (h[6] & 0x0F) | 0x50
-    h[8] = (h[8] & 0x3F) | 0x80
-    x = h.hex()
-    return f"{RUN_DATE_PREFIX}/{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+    x = hashlib.sha1(_NAMESPACE_BYTES + f"{seed}/{name}".encode()).hexdigest()
+    variant = "89ab"[int(x[16], 16) & 3]  # RFC 4122 variant bits; the version nibble is 5
+    return f"{RUN_DATE_PREFIX}/{x[:8]}-{x[8:12]}-5{x[13:16]}-{variant}{x[17:20]}-{x[20:32]}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,14 +18,26 @@ implemented twice on one shared core, with identical reports and a clean poison-
 """
 
 
-def variants() -> dict[str, Callable[[Config], Report]]:
-    import anyio_version
-    import asyncio_version
-    import threaded
-    from common import sequential
+VARIANTS = ("threaded", "asyncio", "anyio", "sequential")
 
-    return {"threaded": threaded.run, "asyncio": asyncio_version.run, "anyio": anyio_version.run,
-            "sequential": sequential.run}
+
+def variants(*names: str) -> dict[str, Callable[[Config], Report]]:
+    """Name -> run function for ``names`` (default: every variant).  Only the variants asked for
+    are imported, so an interpreter without anyio still runs the others (benchmark probes)."""
+    runs: dict[str, Callable[[Config], Report]] = {}
+    for name in names or VARIANTS:
+        if name == "threaded":
+            import threaded as module
+        elif name == "asyncio":
+            import asyncio_version as module
+        elif name == "anyio":
+            import anyio_version as module
+        elif name == "sequential":
+            from common import sequential as module
+        else:
+            raise KeyError(name)
+        runs[name] = module.run
+    return runs
 
 
 def console(argv: Sequence[str] | None = None) -> None:
@@ -35,13 +47,12 @@ def console(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(0 if args else 2)
     command, rest = args[0], args[1:]
     if command == "run":
-        runs = variants()
-        if not rest or rest[0] not in runs:
+        if not rest or rest[0] not in VARIANTS:
             got = f" (got {rest[0]!r})" if rest else ""
-            sys.stderr.write(f"pillpipe run: error: choose a variant: {', '.join(runs)}{got}\n")
+            sys.stderr.write(f"pillpipe run: error: choose a variant: {', '.join(VARIANTS)}{got}\n")
             raise SystemExit(2)
         sys.argv = [f"pillpipe run {rest[0]}", *rest[1:]]
-        entry(runs[rest[0]], f"pillpipe run {rest[0]}")
+        entry(variants(rest[0])[rest[0]], f"pillpipe run {rest[0]}")
     if command in ("compare", "bench"):
         try:
             from benchmarks.cli import main as bench_main
