@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import strategies as st
 
 import anyio_version
 import asyncio_version
@@ -34,6 +35,22 @@ def fast(**overrides) -> Config:
     overrides.setdefault("time_scale", 0)
     overrides.setdefault("quiet", True)
     return Config(**overrides)
+
+
+def configs(max_files: int = 200, max_workers: int = 20) -> st.SearchStrategy[Config]:
+    """Quiet, no-wait configurations: file counts, workers, bounded and unbounded queues, failures
+    with and without retries, seeds."""
+    return st.builds(
+        fast,
+        files=st.integers(0, max_files),
+        s3_workers=st.integers(1, max_workers),
+        api_workers=st.integers(1, max_workers),
+        queue_size=st.sampled_from([0, 1, 2, 5, 50]),
+        seed=st.integers(0, 2**32),
+        fail_rate=st.sampled_from([0.0, 0.1, 0.5, 1.0]),
+        retries=st.integers(0, 3),
+        details=st.booleans(),
+    )
 
 
 def run_sequential(config: Config):

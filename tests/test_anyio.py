@@ -30,7 +30,7 @@ from common.context import Context, WorkerCrashes
 from common.ledger import Ledger
 from common.model import PILL, FileRecord
 
-from .conftest import ROOT, cli, fast, run_sequential
+from .conftest import ROOT, cli, configs, fast, run_sequential
 from .test_cli import BAD_USAGE, REPORT_BLOCK, _check_tutorial_output
 
 BACKENDS = ["asyncio", "trio"]
@@ -60,21 +60,8 @@ def run_crashing(backend: str, config: Config):
 
 
 # Parity ------------------------------------------------------------------------------
-configs = st.builds(
-    fast,
-    files=st.integers(0, 150),
-    s3_workers=st.integers(1, 12),
-    api_workers=st.integers(1, 12),
-    queue_size=st.sampled_from([0, 1, 2, 5, 50]),
-    seed=st.integers(0, 2**32),
-    fail_rate=st.sampled_from([0.0, 0.1, 0.5, 1.0]),
-    retries=st.integers(0, 3),
-    details=st.booleans(),
-)
-
-
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(config=configs)
+@given(config=configs(max_files=150, max_workers=12))
 def test_reports_equal_the_other_variants_on_both_backends(config: Config):
     reference = run_sequential(config)
     others = {name: run(config) for name, run in OTHERS.items()}

@@ -10,23 +10,10 @@ from hypothesis import strategies as st
 from common.config import Config
 from common.ledger import Ledger
 
-from .conftest import RUNS, fast, run_sequential
-
-configs = st.builds(
-    fast,
-    files=st.integers(0, 200),
-    s3_workers=st.integers(1, 20),
-    api_workers=st.integers(1, 20),
-    queue_size=st.sampled_from([0, 1, 2, 5, 50]),
-    seed=st.integers(0, 2**32),
-    fail_rate=st.sampled_from([0.0, 0.1, 0.5, 1.0]),
-    retries=st.integers(0, 3),
-    details=st.booleans(),
-)
-
+from .conftest import RUNS, configs, fast, run_sequential
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(config=configs)
+@given(config=configs())
 def test_variants_equal_each_other_and_the_sequential_reference(config: Config):
     reference = run_sequential(config)
     for name, run in RUNS.items():
