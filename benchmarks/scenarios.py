@@ -25,11 +25,12 @@ from common.config import Config
 from common.simulate import TimerModel, simulate
 
 from . import plots
+from . import strategies as strategies_
 from .compare import metrics, timer_model
 from .harness import DEFAULT_OUT, ROOT, ProbeFailed, environment, probe, stat
 
 VARIANTS = ("threaded", "asyncio")
-SCENARIOS = ("overhead", "latency", "scaling", "shutdown", "memory")
+SCENARIOS = ("overhead", "latency", "scaling", "shutdown", "memory", "strategies")
 MIB = 1024
 
 
@@ -66,7 +67,8 @@ class Plan:
 class Runner:
     """Runs probes with a progress bar (only when stdout is a terminal)."""
 
-    def __init__(self, total: int, show: bool) -> None:
+    def __init__(self, total: int, show: bool, python: str | None = None) -> None:
+        self.python = python  # --python: the interpreter the probes run under (None: this one)
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), console=Console(stderr=True), disable=not show)
         self.task = self.progress.add_task("benchmarks", total=total)
@@ -74,7 +76,7 @@ class Runner:
     def probe(self, label: str, kind: str, flags: Sequence[Any], timeout: float = 600) -> dict[str, Any]:
         self.progress.update(self.task, description=label)
         try:
-            return probe(kind, [str(f) for f in flags], timeout=timeout)
+            return probe(kind, [str(f) for f in flags], timeout=timeout, python=self.python)
         finally:
             self.progress.advance(self.task)
 
@@ -195,6 +197,19 @@ def _stop(result: dict[str, Any]) -> float | None:
     return max(exits) - puts[0] if puts and exits else None
 
 
+def strategies(r: Runner, plan: Plan, interpreters: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every model x termination strategy x loop (``benchmarks/strategies.py``); --quick: a smoke case."""
+
+    def run_probe(label: str, kind: str, flags: Sequence[Any], python: str) -> dict[str, Any]:
+        r.progress.update(r.task, description=label)
+        try:
+            return probe(kind, [str(f) for f in flags], timeout=600, python=python)
+        finally:
+            r.progress.advance(r.task)
+
+    return strategies_.run(run_probe, plan.quick, interpreters)
+
+
 def shutdown(r: Runner, plan: Plan) -> dict[str, Any]:
     """Shutdown tail and pill propagation: default and many API workers, unbounded and bounded queues."""
     rows = []
@@ -217,17 +232,17 @@ def shutdown(r: Runner, plan: Plan) -> dict[str, Any]:
                              "wall_s": _summ([m["wall_s"] for m in ms])})
     out: dict[str, Any] = {"rows": rows, "sigint": []}
     for v in VARIANTS:
-        times = [t for t in (_sigint_to_exit(v) for _ in range(plan.sigint_repeats)) if t is not None]
+        times = [t for t in (_sigint_to_exit(v, r.python) for _ in range(plan.sigint_repeats)) if t is not None]
         if plan.sigint_repeats:
             out["sigint"].append({"variant": v, "exit_after_sigint_s": _summ([t[0] for t in times]),
                                   "exit_codes": sorted({t[1] for t in times})})
     return out
 
 
-def _sigint_to_exit(variant: str) -> tuple[float, int] | None:
+def _sigint_to_exit(variant: str, python: str | None = None) -> tuple[float, int] | None:
     """Start a long run, send SIGINT after 1 s, time until the process has exited (drain included)."""
     module = {"threaded": "threaded", "asyncio": "asyncio_version"}[variant]
-    proc = subprocess.Popen([sys.executable, "-m", module, "--files", "100000", "--time-scale", "0.01", "--quiet",
+    proc = subprocess.Popen([python or sys.executable, "-m", module, "--files", "100000", "--time-scale", "0.01", "--quiet",
                              "--queue-size", "100"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.0)
     t = time.perf_counter()
@@ -404,6 +419,8 @@ def summary_md(res: dict[str, Any], command: str) -> str:
                          f"{row['wall_s']:.1f} | {row['cpu_user_s']:.1f} + {row['cpu_sys_s']:.1f} | "
                          f"{row['voluntary_switches']:,} |")
         lines.append("")
+    if "strategies" in res:
+        lines.append(strategies_.summary_md(res["strategies"]))
     return "\n".join(lines)
 
 
@@ -444,6 +461,10 @@ def make_plots(res: dict[str, Any], out: Path) -> list[Path]:
         written.append(plots.line_plot(s, "latency scale (x tutorial latencies: 1 = S3 0.2-0.5 s, API 1-2 s)",
                                        "efficiency (ideal / measured makespan)", "Efficiency vs latency scale",
                                        out / "efficiency-vs-latency.png", hlines={"0.97": 0.97}))
+    if "strategies" in res:
+        made = strategies_.plot(res["strategies"], out / "strategies.png")
+        if made:
+            written.append(made)
     return written
 
 
@@ -454,20 +475,30 @@ def main(argv: Sequence[str]) -> int:
     p.add_argument("--quick", action="store_true", help="a reduced set, under a minute (CI smoke test)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory (default %(default)s)")
     p.add_argument("--only", nargs="+", choices=SCENARIOS, help="run only these scenarios")
+    p.add_argument("--python", action="append", metavar="PATH", dest="pythons",
+                   help="run the probes under this interpreter (default: this one). Repeatable: the first runs "
+                        "every scenario; the strategies scenario also runs its headline cells under each one, "
+                        "and queue-shutdown under the first 3.13+. Each one's version is recorded.")
     ns = p.parse_args(list(argv))
     plan = Plan.make(ns.quick)
     chosen = [s for s in SCENARIOS if (ns.only is None or s in ns.only) and not (s == "memory" and plan.quick)]
-    total = _count(plan, chosen)
-    runner = Runner(total, show=sys.stdout.isatty())
+    pythons: list[str | None] = list(ns.pythons or [None])
+    try:
+        env = environment(pythons)
+    except ProbeFailed as exc:
+        p.error(f"--python: {exc.reason}")
+    total = _count(plan, chosen, len(pythons))
+    runner = Runner(total, show=sys.stdout.isatty(), python=pythons[0])
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     started = time.perf_counter()
-    res: dict[str, Any] = {"environment": environment(), "quick": plan.quick, "scenarios": chosen}
+    res: dict[str, Any] = {"environment": env, "quick": plan.quick, "scenarios": chosen}
     steps: dict[str, Callable[[], Any]] = {
         "overhead": lambda: overhead(runner, plan),
-        "latency": lambda: latency(runner, plan, {v: timer_model(v) for v in VARIANTS}),
+        "latency": lambda: latency(runner, plan, {v: timer_model(v, pythons[0]) for v in VARIANTS}),
         "scaling": lambda: scaling(runner, plan),
         "shutdown": lambda: shutdown(runner, plan),
         "memory": lambda: memory(runner, plan),
+        "strategies": lambda: strategies(runner, plan, env["interpreters"]),
     }
     with runner.progress if runner.progress.disable is False else nullcontext():
         for name in chosen:
@@ -475,7 +506,8 @@ def main(argv: Sequence[str]) -> int:
     res["elapsed_s"] = time.perf_counter() - started
     res["targets"] = targets(res)
     ns.out.mkdir(parents=True, exist_ok=True)
-    command = "python -m benchmarks" + (" --quick" if plan.quick else "") + (f" --only {' '.join(ns.only)}" if ns.only else "")
+    command = "python -m benchmarks" + (" --quick" if plan.quick else "") + (f" --only {' '.join(ns.only)}" if ns.only else "") \
+        + "".join(f" --python {py}" for py in ns.pythons or [])
     (ns.out / "results.json").write_text(json.dumps(res, indent=2))
     (ns.out / "summary.md").write_text(summary_md(res, command))
     written = make_plots(res, ns.out)
@@ -486,7 +518,7 @@ def main(argv: Sequence[str]) -> int:
     return 0
 
 
-def _count(plan: Plan, chosen: list[str]) -> int:
+def _count(plan: Plan, chosen: list[str], pythons: int = 1) -> int:
     """How many probes the plan runs (for the progress bar)."""
     n = 0
     if "overhead" in chosen:
@@ -500,4 +532,6 @@ def _count(plan: Plan, chosen: list[str]) -> int:
         n += (len(plan.shutdown_workers) + 1) * 2 * 2 * plan.shutdown_repeats
     if "memory" in chosen:
         n += 4
+    if "strategies" in chosen:
+        n += strategies_.count(plan.quick, pythons)
     return n
