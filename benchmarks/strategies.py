@@ -338,7 +338,7 @@ def count(quick: bool, interpreters: int) -> int:
 
 # Summary and plot --------------------------------------------------------------------------------
 def _ms(d: dict[str, Any] | None) -> str:
-    return "-" if not d else f"{d['median'] * 1e3:.2f}"
+    return "-" if not d else f"{d['median'] * 1e3:.3f}"
 
 
 def _fps(d: dict[str, Any] | None) -> str:
@@ -352,6 +352,11 @@ def fault_text(runs: list[dict[str, Any]]) -> str:
     hung = sum(r["hung"] for r in runs)
     if hung:
         return f"HUNG {hung}/{len(runs)}"
+    broken = [r for r in runs if r.get("error")]
+    if broken:  # no report at all: every file's outcome is unreported
+        codes = sorted({r["exit_code"] for r in broken})
+        return (f"NO REPORT {len(broken)}/{len(runs)}: exit {','.join(map(str, codes))}, traceback "
+                f"`{broken[0]['error']}`")
     codes = sorted({r["exit_code"] for r in runs})
     lost = sorted({r["lost"] for r in runs}, key=lambda x: (x is None, x))
     c = runs[0].get("counts") or {}
