@@ -180,7 +180,7 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     o.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout "
                                                       "(event lines go to stderr)")
     o.add_argument("--details", action="store_true", help="include per-file outcomes in the JSON report")
-    o.add_argument("--quiet", action="store_true", help="no event lines")
+    o.add_argument("--quiet", action="store_true", help="no event lines (what happens to the run itself - draining, aborting, a dead worker - still goes to stderr)")
     o.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
     return p
 

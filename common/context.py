@@ -63,7 +63,7 @@ class Context:
         self.plan = config.stage_plan()
         self.faults = config.fault_plan
         self.events = events_for(config)
-        self.notices = Events(None if config.quiet and not config.json else sys.stderr)
+        self.notices = Events(sys.stderr)  # draining, aborting, a dead worker: said even with --quiet
         self.ledger = Ledger(lock, config.details)
         self.timeline = Timeline(config.trace)
         self._input = input_stream

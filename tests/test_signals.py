@@ -192,3 +192,25 @@ def test_sigint_at_random_instants(variant, seed):
     else:  # it arrived after the run had finished: noted, ignored
         assert report["stopped_by"] is None
         assert code == (0 if len(groups.get("success", [])) == 12 else 1)
+
+
+def test_quiet_still_says_when_draining_starts(run, capfd, monkeypatch):
+    """--quiet hides the event lines, not the line that says a signal started draining.  In-process:
+    the first verified file sends this process SIGINT, so the signal always lands mid-run."""
+    from common.ledger import Ledger
+
+    from .conftest import fast
+
+    original = Ledger.verify
+
+    def verify(self, record):
+        if self.processed == 0:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, record)
+
+    monkeypatch.setattr(Ledger, "verify", verify)
+    report = run(fast(files=30, time_scale=0.05, s3_workers=1, queue_size=1))
+    captured = capfd.readouterr()
+    assert report.stopped_by == "SIGINT" and report.cancelled > 0
+    assert report.expected == report.terminal_total == 30
+    assert DRAINING in captured.err and "Dispatcher" not in captured.out + captured.err
