@@ -227,7 +227,7 @@ def _drain(ctx: Context, queue_: Queue, stage: Stage) -> None:
     while True:
         try:
             ctx.drained(stage, queue_.get_nowait())
-        except asyncio.QueueEmpty:
+        except (asyncio.QueueEmpty, *STREAM_END):  # empty, or empty and shut down
             return
 
 

@@ -121,3 +121,16 @@ def test_uvloop_gives_the_same_report():
 def test_loop_applies_to_asyncio_only():
     done = cli(MODULES["threaded"], "--loop", "uvloop", "--quiet")
     assert done.returncode == 2 and "asyncio variant only" in done.stderr
+
+
+@pytest.mark.parametrize("fault", ["s3:worker=*:after=3:die", "api:worker=*:after=3:die", "verifier:after=3:crash"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_a_whole_stage_dying_ends_with_a_report_under_every_strategy(run, variant, strategy, fault):
+    """A dead stage's queue is drained by the coordinator - even once it is shut down (3.13)."""
+    if unsupported(strategy, variant):
+        pytest.skip(unsupported(strategy, variant))
+    with pytest.raises(ExceptionGroup) as caught:
+        run(fast(files=30, time_scale=0.001, queue_size=2, shutdown=strategy, faults=(fault,)))
+    report = caught.value.report
+    assert report.stopped_by == "crash" and report.cancelled > 0
+    assert report.expected == report.terminal_total == 30

@@ -225,7 +225,7 @@ def _drain(ctx: Context, queue_: Queue, stage: Stage) -> None:
     while True:
         try:
             ctx.drained(stage, queue_.get_nowait())
-        except queue.Empty:
+        except (queue.Empty, *STREAM_END):  # empty, or empty and shut down
             return
 
 
