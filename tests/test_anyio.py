@@ -76,14 +76,16 @@ def test_reports_equal_the_other_variants_on_both_backends(config: Config):
 
 
 @pytest.mark.parametrize("queue_size", [0, 2])
-def test_real_waits_give_the_same_report(backend, queue_size):
+def test_real_waits_give_the_same_report_on_trio(queue_size):
+    """On the asyncio backend tests/test_parity.py runs the same case ([anyio] is in RUNS)."""
     config = fast(files=30, time_scale=0.002, queue_size=queue_size, fail_rate=0.2, retries=1, seed=11, details=True)
-    report = run_on(backend, config)
+    report = run_on("trio", config)
     assert report == run_sequential(config)
     assert 0 < report.failed < 30 and report.success + report.failed == 30
 
 
-def test_memory_is_flat_with_bounded_streams(backend, monkeypatch):
+def test_memory_is_flat_with_bounded_streams_on_trio(monkeypatch):
+    """On the asyncio backend tests/test_parity.py runs the same case ([anyio] is in RUNS)."""
     peak = [0]
     original = Ledger.admit
 
@@ -92,7 +94,7 @@ def test_memory_is_flat_with_bounded_streams(backend, monkeypatch):
         peak[0] = max(peak[0], self.in_flight())
 
     monkeypatch.setattr(Ledger, "admit", admit)
-    report = run_on(backend, fast(files=5_000, queue_size=10))
+    report = run_on("trio", fast(files=5_000, queue_size=10))
     assert report.success == 5_000
     assert peak[0] <= 3 * 10 + 3 + 2 + 1 + 1  # three buffers, the workers, the verifier, the dispatcher's hand
 
