@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -341,7 +340,7 @@ def _num(d: dict[str, Any] | None, fmt: str = "{:.4g}") -> str:
 
 def summary_md(res: dict[str, Any], command: str) -> str:
     env = res["environment"]
-    lines = [f"# Benchmark results", "",
+    lines = ["# Benchmark results", "",
              f"Machine: {env['cpu']}, {env['cores']} cores, {env['memory_mib']} MiB RAM, {env['os']}; "
              f"Python {env['python']} ({env['implementation']}); rich {env['libraries'].get('rich')}, "
              f"matplotlib {env['libraries'].get('matplotlib')}. Command: `{command}` ({res['elapsed_s']:.0f} s). "

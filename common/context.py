@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import time
 from contextlib import AbstractContextManager
-from typing import IO, Any, Iterator
+from typing import Any, Iterator
 
 from .config import Config, UsageError
 from .events import Events
@@ -57,8 +57,7 @@ class WorkerCrashes(ExceptionGroup):
 class Context:
     """Everything one run shares.  ``lock`` guards the ledger: a real lock for threads."""
 
-    def __init__(self, config: Config, variant: str, lock: AbstractContextManager[Any] | None,
-                 input_stream: IO[str] | None = None) -> None:
+    def __init__(self, config: Config, variant: str, lock: AbstractContextManager[Any] | None) -> None:
         self.config, self.variant = config, variant
         self.plan = config.stage_plan()
         self.faults = config.fault_plan
@@ -66,7 +65,6 @@ class Context:
         self.notices = Events(sys.stderr)  # draining, aborting, a dead worker: said even with --quiet
         self.ledger = Ledger(lock, config.details)
         self.timeline = Timeline(config.trace)
-        self._input = input_stream
         self.stopped_by: str | None = None  # the signal that started draining
         self.aborting = False
         self.dead_stages: set[Stage] = set()
@@ -82,11 +80,9 @@ class Context:
     # The dispatcher's stream ---------------------------------------------------------
     def admitted(self) -> Iterator[FileRecord]:
         """Admit each file in order and yield it for dispatch; once stopping, cancel the rest."""
-        stream, fmt = self._input, "jsonl"
-        if stream is None and self.config.input is not None:
+        stream, fmt = None, "jsonl"
+        if self.config.input is not None:
             stream, fmt = open_input(self.config.input, self.config.input_format)
-        elif stream is not None:
-            fmt = self.config.input_format or ("csv" if (self.config.input or "").lower().endswith(".csv") else "jsonl")
         ledger, events = self.ledger, self.events
         self.timeline.worker("Dispatcher", Stage.DISPATCH)
         items = records(self.config.files, stream, fmt)

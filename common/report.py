@@ -5,7 +5,6 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-COUNTS = ("expected", "processed", "success", "failed", "cancelled", "aborted", "invalid", "duplicate")
 IGNORED = ("variant", "timing")  # the only keys allowed to differ between variants
 
 

@@ -1,6 +1,7 @@
 """``pillpipe``: the top floor.  It alone knows every variant and dispatches to them."""
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Callable, Sequence
 
@@ -18,26 +19,15 @@ implemented twice on one shared core, with identical reports and a clean poison-
 """
 
 
-VARIANTS = ("threaded", "asyncio", "anyio", "sequential")
+MODULES = {"threaded": "threaded", "asyncio": "asyncio_version", "anyio": "anyio_version",
+           "sequential": "common.sequential"}
+VARIANTS = tuple(MODULES)
 
 
 def variants(*names: str) -> dict[str, Callable[[Config], Report]]:
     """Name -> run function for ``names`` (default: every variant).  Only the variants asked for
     are imported, so an interpreter without anyio still runs the others (benchmark probes)."""
-    runs: dict[str, Callable[[Config], Report]] = {}
-    for name in names or VARIANTS:
-        if name == "threaded":
-            import threaded as module
-        elif name == "asyncio":
-            import asyncio_version as module
-        elif name == "anyio":
-            import anyio_version as module
-        elif name == "sequential":
-            from common import sequential as module
-        else:
-            raise KeyError(name)
-        runs[name] = module.run
-    return runs
+    return {name: importlib.import_module(MODULES[name]).run for name in names or VARIANTS}
 
 
 def console(argv: Sequence[str] | None = None) -> None:

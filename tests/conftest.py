@@ -37,6 +37,27 @@ def fast(**overrides) -> Config:
     return Config(**overrides)
 
 
+@pytest.fixture
+def in_flight_peak(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """``[n]``: the most files the ledger ever held in flight during the test (flat memory's witness)."""
+    from common.ledger import Ledger
+
+    peak = [0]
+    original = Ledger.admit
+
+    def admit(self: Ledger, record) -> None:
+        original(self, record)
+        peak[0] = max(peak[0], self.in_flight())
+
+    monkeypatch.setattr(Ledger, "admit", admit)
+    return peak
+
+
+def in_flight_bound(queue_size: int, s3_workers: int = 3, api_workers: int = 2) -> int:
+    """What bounded queues let the ledger hold: three queues, the workers, the verifier, the dispatcher's hand."""
+    return 3 * queue_size + s3_workers + api_workers + 1 + 1
+
+
 def configs(max_files: int = 200, max_workers: int = 20) -> st.SearchStrategy[Config]:
     """Quiet, no-wait configurations: file counts, workers, bounded and unbounded queues, failures
     with and without retries, seeds."""

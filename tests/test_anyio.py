@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 import anyio_version.pipeline as npipe
 import asyncio_version
@@ -27,10 +26,9 @@ import threaded
 import threaded.pipeline as tpipe
 from common.config import Config
 from common.context import Context, WorkerCrashes
-from common.ledger import Ledger
 from common.model import PILL, FileRecord
 
-from .conftest import ROOT, cli, configs, fast, run_sequential
+from .conftest import ROOT, cli, configs, fast, in_flight_bound, run_sequential
 from .test_cli import BAD_USAGE, REPORT_BLOCK, _check_tutorial_output
 
 BACKENDS = ["asyncio", "trio"]
@@ -84,19 +82,11 @@ def test_real_waits_give_the_same_report_on_trio(queue_size):
     assert 0 < report.failed < 30 and report.success + report.failed == 30
 
 
-def test_memory_is_flat_with_bounded_streams_on_trio(monkeypatch):
+def test_memory_is_flat_with_bounded_streams_on_trio(in_flight_peak):
     """On the asyncio backend tests/test_parity.py runs the same case ([anyio] is in RUNS)."""
-    peak = [0]
-    original = Ledger.admit
-
-    def admit(self, record):
-        original(self, record)
-        peak[0] = max(peak[0], self.in_flight())
-
-    monkeypatch.setattr(Ledger, "admit", admit)
     report = run_on("trio", fast(files=5_000, queue_size=10))
     assert report.success == 5_000
-    assert peak[0] <= 3 * 10 + 3 + 2 + 1 + 1  # three buffers, the workers, the verifier, the dispatcher's hand
+    assert in_flight_peak[0] <= in_flight_bound(10)
 
 
 # How the streams end -----------------------------------------------------------------

@@ -5,12 +5,10 @@ import threading
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from common.config import Config
-from common.ledger import Ledger
 
-from .conftest import RUNS, configs, fast, run_sequential
+from .conftest import RUNS, configs, fast, in_flight_bound, run_sequential
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(config=configs())
@@ -52,20 +50,11 @@ def test_each_file_ends_in_exactly_one_terminal_state(run):
             assert f["dest_key"] and f["error"] is None
 
 
-def test_memory_is_flat_the_ledger_only_holds_files_in_flight(run, monkeypatch):
+def test_memory_is_flat_the_ledger_only_holds_files_in_flight(run, in_flight_peak):
     """With a bounded queue the ledger never holds more than the queues and workers can."""
-    peak = [0]
-    original = Ledger.admit
-
-    def admit(self, record):
-        original(self, record)
-        peak[0] = max(peak[0], self.in_flight())
-
-    monkeypatch.setattr(Ledger, "admit", admit)
     report = run(fast(files=20_000, queue_size=10))
     assert report.success == 20_000 and report.files is None
-    bound = 3 * 10 + 3 + 2 + 1 + 1  # three queues, the workers, the verifier, the dispatcher's hand
-    assert peak[0] <= bound
+    assert in_flight_peak[0] <= in_flight_bound(10)
 
 
 def test_no_thread_is_left_behind():

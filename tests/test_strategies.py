@@ -101,18 +101,6 @@ def test_unsupported_strategy_is_a_usage_error_from_run():
 def test_uvloop_gives_the_same_report():
     pytest.importorskip("uvloop")
     config = dict(files=80, s3_workers=4, api_workers=3, queue_size=2, fail_rate=0.2, retries=1, seed=3)
-    assert RUNS["asyncio"](fast(loop="uvloop", **config)) == run_sequential(fast(**config))
-    assert RUNS["asyncio"](fast(loop="uvloop", time_scale=0.001, **config)) == run_sequential(fast(**config))
-
-
-def test_loop_applies_to_asyncio_only():
-    done = cli(MODULES["threaded"], "--loop", "uvloop", "--quiet")
-    assert done.returncode == 2 and "asyncio variant only" in done.stderr
-
-
-def test_uvloop_gives_the_same_report():
-    pytest.importorskip("uvloop")
-    config = dict(files=80, s3_workers=4, api_workers=3, queue_size=2, fail_rate=0.2, retries=1, seed=3)
     reference = run_sequential(fast(**config))
     assert RUNS["asyncio"](fast(loop="uvloop", **config)) == reference
     assert RUNS["asyncio"](fast(loop="uvloop", time_scale=0.001, **config)) == reference
