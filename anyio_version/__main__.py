@@ -1,5 +1,5 @@
 """``python -m anyio_version``: run the pipeline on anyio from the command line (``--backend asyncio|trio``)."""
-from common.cli import entry
+from pillpipe.common.cli import entry
 
 from .pipeline import run
 

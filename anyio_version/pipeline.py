@@ -20,11 +20,11 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from common.config import Config
-from common.context import POLL, Context, worker_name
-from common.model import FileRecord, Stage
-from common.report import Report
-from common.stages import HANG, api_upload, s3_copy
+from pillpipe.common.config import Config
+from pillpipe.common.context import POLL, Context, worker_name
+from pillpipe.common.model import FileRecord, Stage
+from pillpipe.common.report import Report
+from pillpipe.common.stages import HANG, api_upload, s3_copy
 
 VARIANT = "anyio"
 HANDLES_SIGNALS = True  # receives SIGINT/SIGTERM itself for the whole run, then restores the handlers

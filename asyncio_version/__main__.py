@@ -1,5 +1,5 @@
 """``python -m asyncio_version``: run the pipeline on asyncio from the command line."""
-from common.cli import entry
+from pillpipe.common.cli import entry
 
 from .pipeline import run
 

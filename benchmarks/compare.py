@@ -16,9 +16,9 @@ from typing import Any, Sequence
 from rich.console import Console
 from rich.table import Table
 
-from common.config import Config, build_parser, config_from_args
-from common.report import IGNORED
-from common.simulate import Simulation, TimerModel, simulate
+from pillpipe.common.config import Config, build_parser, config_from_args
+from pillpipe.common.report import IGNORED
+from pillpipe.common.simulate import Simulation, TimerModel, simulate
 
 from . import plots
 from .harness import DEFAULT_OUT, ProbeFailed, environment, interpreter, percentile, probe

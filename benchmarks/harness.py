@@ -35,7 +35,7 @@ def probe(kind: str, flags: Sequence[str] = (), timeout: float = 600, python: st
     """Run ``python -m benchmarks.probe kind flags`` in a fresh interpreter (``python``, default this
     one: the probe needs only the stdlib and the repository, plus anyio/trio/uvloop for those runs)
     and return its JSON."""
-    cmd = [python or sys.executable, "-m", "benchmarks.probe", kind, *map(str, flags)]
+    cmd = [python or sys.executable, "-m", "pillpipe.benchmarks.probe", kind, *map(str, flags)]
     env = _env()
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)

@@ -84,7 +84,7 @@ def sleep_samples(kind: str, delays: list[float], repeats: int = 1) -> list[tupl
 
 
 def measure(kind: str, argv: list[str]) -> dict[str, Any]:
-    from common.config import parse_config
+    from pillpipe.common.config import parse_config
 
     if kind.startswith("timer-"):
         p = argparse.ArgumentParser(prog=f"probe {kind}")
@@ -97,12 +97,12 @@ def measure(kind: str, argv: list[str]) -> dict[str, Any]:
     config = parse_config(argv, f"probe {kind}")
     run: Callable[[], Any]
     if kind.startswith("bare-"):
-        from benchmarks import bare
+        from pillpipe.benchmarks import bare
 
         chain = bare.run_threads if kind == "bare-threaded" else bare.run_asyncio
         run = lambda: chain(config.files, config.s3_workers, config.api_workers, config.queue_size)  # noqa: E731
     else:
-        from common.context import WorkerCrashes
+        from pillpipe.common.context import WorkerCrashes
         from pillpipe.cli import variants
 
         variant = variants(kind)[kind]

@@ -20,8 +20,8 @@ from typing import Any, Callable, Sequence
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from common.config import Config
-from common.simulate import TimerModel, simulate
+from pillpipe.common.config import Config
+from pillpipe.common.simulate import TimerModel, simulate
 
 from . import plots
 from . import strategies as strategies_
@@ -240,7 +240,7 @@ def shutdown(r: Runner, plan: Plan) -> dict[str, Any]:
 
 def _sigint_to_exit(variant: str, python: str | None = None) -> tuple[float, int] | None:
     """Start a long run, send SIGINT after 1 s, time until the process has exited (drain included)."""
-    module = {"threaded": "threaded", "asyncio": "asyncio_version"}[variant]
+    module = {"threaded": "pillpipe.threaded", "asyncio": "pillpipe.asyncio_version"}[variant]
     proc = subprocess.Popen([python or sys.executable, "-m", module, "--files", "100000", "--time-scale", "0.01", "--quiet",
                              "--queue-size", "100"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.0)

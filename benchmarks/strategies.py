@@ -32,7 +32,7 @@ from .compare import metrics
 from .harness import ROOT, ProbeFailed, _env, stat
 
 TERMINAL = ("success", "failed", "cancelled", "aborted", "invalid", "duplicate")
-MODULES = {"threaded": "threaded", "asyncio": "asyncio_version", "anyio": "anyio_version"}
+MODULES = {"threaded": "pillpipe.threaded", "asyncio": "pillpipe.asyncio_version", "anyio": "pillpipe.anyio_version"}
 PRODUCER = {"s3": "dispatch", "api": "s3", "verify": "api"}
 FAULTS = ("api:worker=1:after=2:die", "s3:worker=*:after=3:die")
 

@@ -5,9 +5,9 @@ import importlib
 import sys
 from typing import Callable, Sequence
 
-from common.cli import entry
-from common.config import Config
-from common.report import Report
+from pillpipe.common.cli import entry
+from pillpipe.common.config import Config
+from pillpipe.common.report import Report
 
 USAGE = """\
 usage: pillpipe run {threaded,asyncio,anyio,sequential} [flags]   run one variant (see: pillpipe run threaded --help)
@@ -19,8 +19,8 @@ implemented twice on one shared core, with identical reports and a clean poison-
 """
 
 
-MODULES = {"threaded": "threaded", "asyncio": "asyncio_version", "anyio": "anyio_version",
-           "sequential": "common.sequential"}
+MODULES = {"threaded": "pillpipe.threaded", "asyncio": "pillpipe.asyncio_version", "anyio": "pillpipe.anyio_version",
+           "sequential": "pillpipe.common.sequential"}
 VARIANTS = tuple(MODULES)
 
 
@@ -45,7 +45,7 @@ def console(argv: Sequence[str] | None = None) -> None:
         entry(variants(rest[0])[rest[0]], f"pillpipe run {rest[0]}")
     if command in ("compare", "bench"):
         try:
-            from benchmarks.cli import main as bench_main
+            from pillpipe.benchmarks.cli import main as bench_main
         except ImportError as exc:
             sys.stderr.write(f"pillpipe {command}: error: needs the benchmarks extra: pip install '.[bench]' ({exc})\n")
             raise SystemExit(2)

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from hypothesis import strategies as st
 
-import anyio_version
-import asyncio_version
-import threaded
-from common import sequential
-from common.config import Config
+from pillpipe import anyio_version
+from pillpipe import asyncio_version
+from pillpipe import threaded
+from pillpipe.common import sequential
+from pillpipe.common.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = {"threaded": threaded.run, "asyncio": asyncio_version.run, "anyio": anyio_version.run}
@@ -40,7 +40,7 @@ def fast(**overrides) -> Config:
 @pytest.fixture
 def in_flight_peak(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """``[n]``: the most files the ledger ever held in flight during the test (flat memory's witness)."""
-    from common.ledger import Ledger
+    from pillpipe.common.ledger import Ledger
 
     peak = [0]
     original = Ledger.admit

@@ -20,13 +20,13 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-import anyio_version.pipeline as npipe
-import asyncio_version
-import threaded
-import threaded.pipeline as tpipe
-from common.config import Config
-from common.context import Context, WorkerCrashes
-from common.model import PILL, FileRecord
+import pillpipe.anyio_version.pipeline as npipe
+from pillpipe import asyncio_version
+from pillpipe import threaded
+import pillpipe.threaded.pipeline as tpipe
+from pillpipe.common.config import Config
+from pillpipe.common.context import Context, WorkerCrashes
+from pillpipe.common.model import PILL, FileRecord
 
 from .conftest import ROOT, cli, configs, fast, in_flight_bound, run_sequential
 from .test_cli import BAD_USAGE, REPORT_BLOCK, _check_tutorial_output

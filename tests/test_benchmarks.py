@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from benchmarks import bare, compare
-from benchmarks.harness import percentile, probe
+from pillpipe.benchmarks import bare, compare
+from pillpipe.benchmarks.harness import percentile, probe
 
 from .conftest import ROOT
 
@@ -103,7 +103,7 @@ def test_percentile_nearest_rank():
 
 # --python and the strategies scenario -------------------------------------------------------------
 def test_probe_runs_under_the_interpreter_given_and_records_its_version():
-    from benchmarks.harness import environment, interpreter
+    from pillpipe.benchmarks.harness import environment, interpreter
 
     info = interpreter(sys.executable)
     assert info["python"] == platform.python_version() and info["path"] == sys.executable
@@ -115,7 +115,7 @@ def test_probe_runs_under_the_interpreter_given_and_records_its_version():
 
 
 def test_a_bad_python_path_is_a_probe_failure_not_a_traceback(tmp_path):
-    from benchmarks.harness import ProbeFailed, interpreter
+    from pillpipe.benchmarks.harness import ProbeFailed, interpreter
 
     with pytest.raises(ProbeFailed):
         interpreter(str(tmp_path / "no-such-python"))
@@ -161,7 +161,7 @@ def test_strategies_smoke_case_produces_parseable_results(tmp_path):
 
 
 def test_stream_end_measures_from_the_close_for_anyio_and_from_the_pills_otherwise():
-    from benchmarks.strategies import cells, stream_end
+    from pillpipe.benchmarks.strategies import cells, stream_end
 
     timing = {"stages": {"s3": {"pills_put_s": [1.0]}, "api": {"pills_put_s": [2.5]}, "verify": {"pills_put_s": [3.0]}},
               "workers": {"D": {"stage": "dispatch", "exited_s": 0.9}, "S": {"stage": "s3", "exited_s": 2.0},

@@ -6,15 +6,15 @@ import uuid
 
 import pytest
 
-from common.config import Config, UsageError
-from common.faults import FaultPlan, FaultSpecError
-from common.ledger import Ledger
-from common.model import PILL, FileRecord, Outcome, Stage, Status, _Pill
-from common.report import Report
-from common.stages import HANG, StagePlan, api_upload, s3_copy
-from common.events import Events
-from common.timing import Timeline
-from common.workload import KEY_NAMESPACE, RUN_DATE_PREFIX, Workload, dest_key, draw, generate_files
+from pillpipe.common.config import Config, UsageError
+from pillpipe.common.faults import FaultPlan, FaultSpecError
+from pillpipe.common.ledger import Ledger
+from pillpipe.common.model import PILL, FileRecord, Outcome, Stage, Status, _Pill
+from pillpipe.common.report import Report
+from pillpipe.common.stages import HANG, StagePlan, api_upload, s3_copy
+from pillpipe.common.events import Events
+from pillpipe.common.timing import Timeline
+from pillpipe.common.workload import KEY_NAMESPACE, RUN_DATE_PREFIX, Workload, dest_key, draw, generate_files
 
 QUIET = Events(None)
 

@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from common.context import WorkerCrashes
-from common.faults import InjectedCrash
-from common.workload import dest_key
+from pillpipe.common.context import WorkerCrashes
+from pillpipe.common.faults import InjectedCrash
+from pillpipe.common.workload import dest_key
 
 from .conftest import MODULES, ROOT, cli, fast
 

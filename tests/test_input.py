@@ -111,7 +111,7 @@ def test_input_failing_mid_stream_keeps_what_was_read(variant, tmp_path):
 
 
 def test_input_reports_are_equal_across_variants(tmp_path):
-    import asyncio_version
-    import threaded
+    from pillpipe import asyncio_version
+    from pillpipe import threaded
     config = fast(input=write(tmp_path, "in.jsonl", JSONL), details=True, fail_rate=0.3, seed=3)
     assert threaded.run(config) == asyncio_version.run(config)

@@ -6,7 +6,7 @@ import threading
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from common.config import Config
+from pillpipe.common.config import Config
 
 from .conftest import RUNS, configs, fast, in_flight_bound, run_sequential
 
@@ -68,7 +68,7 @@ def test_no_thread_is_left_behind():
                                               ("verifier:after=4:crash", 4)])
 def test_sequential_reference_dies_once_and_cancels_the_rest(fault, processed):
     """The reference has one worker per stage: its death ends that stage, whatever --api-workers says."""
-    from common.context import WorkerCrashes
+    from pillpipe.common.context import WorkerCrashes
 
     with pytest.raises(WorkerCrashes) as caught:
         run_sequential(fast(files=10, api_workers=5, faults=(fault,)))

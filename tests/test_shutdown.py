@@ -5,8 +5,8 @@ import asyncio
 
 import pytest
 
-import asyncio_version.pipeline as apipe
-from common.context import Context
+import pillpipe.asyncio_version.pipeline as apipe
+from pillpipe.common.context import Context
 
 from .conftest import fast
 

@@ -197,7 +197,7 @@ def test_sigint_at_random_instants(variant, seed):
 def test_quiet_still_says_when_draining_starts(run, capfd, monkeypatch):
     """--quiet hides the event lines, not the line that says a signal started draining.  In-process:
     the first verified file sends this process SIGINT, so the signal always lands mid-run."""
-    from common.ledger import Ledger
+    from pillpipe.common.ledger import Ledger
 
     from .conftest import fast
 

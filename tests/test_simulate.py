@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.config import Config
-from common.model import FileRecord, Stage, Status
-from common.simulate import TimerModel, run_pipeline, simulate, stage_waits
-from common.workload import file_name
+from pillpipe.common.config import Config
+from pillpipe.common.model import FileRecord, Stage, Status
+from pillpipe.common.simulate import TimerModel, run_pipeline, simulate, stage_waits
+from pillpipe.common.workload import file_name
 
 
 def fixed(waits: dict[int, tuple[float, float]]):

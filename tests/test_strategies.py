@@ -7,9 +7,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from common.config import UsageError
-from common.shutdown import STRATEGIES, Shutdown, unsupported
-from common.model import Stage
+from pillpipe.common.config import UsageError
+from pillpipe.common.shutdown import STRATEGIES, Shutdown, unsupported
+from pillpipe.common.model import Stage
 
 from .conftest import MODULES, RUNS, cli, fast, run_sequential
 

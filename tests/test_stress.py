@@ -6,9 +6,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import asyncio_version
-import threaded
-from common.context import WorkerCrashes
+from pillpipe import asyncio_version
+from pillpipe import threaded
+from pillpipe.common.context import WorkerCrashes
 
 from .conftest import fast
 

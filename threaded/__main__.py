@@ -1,5 +1,5 @@
 """``python -m threaded``: run the pipeline on threads from the command line."""
-from common.cli import entry
+from pillpipe.common.cli import entry
 
 from .pipeline import run
 

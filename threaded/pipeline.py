@@ -12,11 +12,11 @@ import threading
 from contextlib import closing, contextmanager
 from typing import Any, Callable, Iterator
 
-from common.config import Config
-from common.context import POLL, Context, worker_name
-from common.model import PILL, FileRecord, Stage
-from common.report import Report
-from common.stages import HANG, api_upload, s3_copy
+from pillpipe.common.config import Config
+from pillpipe.common.context import POLL, Context, worker_name
+from pillpipe.common.model import PILL, FileRecord, Stage
+from pillpipe.common.report import Report
+from pillpipe.common.stages import HANG, api_upload, s3_copy
 
 VARIANT = "threaded"
 HANDLES_SIGNALS = True  # installs its own SIGINT/SIGTERM handlers for the whole run
