@@ -103,7 +103,7 @@ def measure(kind: str, argv: list[str]) -> dict[str, Any]:
         run = lambda: chain(config.files, config.s3_workers, config.api_workers, config.queue_size)  # noqa: E731
     else:
         from pillpipe.common.context import WorkerCrashes
-        from pillpipe.cli import variants
+        from pillpipe.variants import variants
 
         variant = variants(kind)[kind]
 

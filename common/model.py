@@ -27,6 +27,8 @@ class Outcome(str, enum.Enum):
 
 
 class Stage(str, enum.Enum):
+    """The stages in pipeline order: ``list(Stage)`` is the order files travel in."""
+
     DISPATCH = "dispatch"
     S3 = "s3"
     API = "api"

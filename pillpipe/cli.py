@@ -1,13 +1,11 @@
 """``pillpipe``: the top floor.  It alone knows every variant and dispatches to them."""
 from __future__ import annotations
 
-import importlib
 import sys
-from typing import Callable, Sequence
+from typing import Sequence
 
 from pillpipe.common.cli import entry
-from pillpipe.common.config import Config
-from pillpipe.common.report import Report
+from pillpipe.variants import VARIANTS, variants
 
 USAGE = """\
 usage: pillpipe run {threaded,asyncio,anyio,sequential} [flags]   run one variant (see: pillpipe run threaded --help)
@@ -17,17 +15,6 @@ usage: pillpipe run {threaded,asyncio,anyio,sequential} [flags]   run one varian
 Threads or coroutines for an I/O-bound pipeline? The same four-stage file migration,
 implemented twice on one shared core, with identical reports and a clean poison-pill shutdown.
 """
-
-
-MODULES = {"threaded": "pillpipe.threaded", "asyncio": "pillpipe.asyncio_version", "anyio": "pillpipe.anyio_version",
-           "sequential": "pillpipe.common.sequential"}
-VARIANTS = tuple(MODULES)
-
-
-def variants(*names: str) -> dict[str, Callable[[Config], Report]]:
-    """Name -> run function for ``names`` (default: every variant).  Only the variants asked for
-    are imported, so an interpreter without anyio still runs the others (benchmark probes)."""
-    return {name: importlib.import_module(MODULES[name]).run for name in names or VARIANTS}
 
 
 def console(argv: Sequence[str] | None = None) -> None:

@@ -126,7 +126,7 @@ def test_a_bad_python_path_is_a_probe_failure_not_a_traceback(tmp_path):
 
 
 def test_variants_imports_only_what_is_asked_for():
-    code = ("import sys; from pillpipe.cli import variants; r = variants('threaded', 'asyncio');"
+    code = ("import sys; from pillpipe.variants import variants; r = variants('threaded', 'asyncio');"
             "print(sorted(r), 'anyio' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.stdout.split() == ["['asyncio',", "'threaded']", "False"], done.stderr
