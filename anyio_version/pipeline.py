@@ -1,19 +1,20 @@
 """The pipeline on anyio (asyncio or trio backend): a task group, memory object streams between stages.
 
-Read it beside ``threaded/pipeline.py`` and ``asyncio_version/pipeline.py``: the same functions
-in the same order; each queue becomes a memory object stream, so its parameter splits into a
-send end and a receive end.  There are no pills: every producer holds its own clone of the send
-end and closes it when it exits (normally or not); when the last clone is closed, the
-consumers' ``async for`` ends once the buffer is empty.  Everything that does not block comes
-from ``common``.
+Read it beside ``threaded/pipeline.py`` and ``asyncio_version/pipeline.py``: the same functions in
+the same order and the same worker loops; each queue becomes a memory object stream, so its
+parameter is a send end or a receive end.  There are no pills: every producer holds its own
+clone of the next stream's send end and closes it when it leaves (normally or not); when the
+last clone is closed, the consumers' ``_get`` reads the end of the stream as the pill.
+Everything that does not block comes from ``pillpipe.common``.
 """
 from __future__ import annotations
 
 import math
 import signal
 import threading
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, AsyncIterator, Callable, Coroutine, Iterator
 
 import anyio
@@ -22,9 +23,10 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from pillpipe.common.config import Config
 from pillpipe.common.context import POLL, Context, worker_name
-from pillpipe.common.model import FileRecord, Stage
+from pillpipe.common.model import PILL, FileRecord, Message, Stage
 from pillpipe.common.report import Report
 from pillpipe.common.stages import HANG, api_upload, s3_copy
+from pillpipe.common.timing import WorkerClock
 
 VARIANT = "anyio"
 HANDLES_SIGNALS = True  # receives SIGINT/SIGTERM itself for the whole run, then restores the handlers
@@ -42,56 +44,61 @@ class Worker:
 
 
 async def dispatcher(ctx: Context, s3_send: Send) -> None:
-    """Producer: admit each file and send it to the S3 stream; closing its clone ends that stream."""
-    with s3_send:
-        for record in ctx.admitted():
-            await _put(ctx, s3_send, record)
+    """Producer: admit each file and send it to the S3 stream (an abort cancels what is left)."""
+    me = ctx.worker(Stage.DISPATCH)
+    with closing(ctx.admitted()) as admitted:
+        for record in admitted:
+            await _put(s3_send, record)
+    await _check_out(ctx, me, None, s3_send)
 
 
 async def s3_uploader(index: int, ctx: Context, s3_receive: Receive, api_send: Send) -> None:
-    """Consumer/producer: copy each file, pass it on; done when the S3 stream ends."""
-    name = worker_name(Stage.S3, index)
-    clock = ctx.timeline.worker(name, Stage.S3)
-    with s3_receive, api_send:
-        async for record in s3_receive:
-            if ctx.take(Stage.S3, index, clock, record):
-                await _wait_through(ctx, s3_copy(record, ctx.plan, ctx.events, name))
-                clock.end(record)
-                await _put(ctx, api_send, record)
-        clock.pill()
-        ctx.events.s3_done(name)
+    """Consumer/producer: copy each file, pass it on; return at the end of the stream."""
+    me = ctx.worker(Stage.S3, index)
+    while True:
+        record = await _get(ctx, me, s3_receive)
+        if record is PILL:
+            return await _check_out(ctx, me, s3_receive, api_send)
+        if ctx.take(me, record):
+            await _wait_through(ctx, s3_copy(record, ctx.plan, me.name))
+            await _put(api_send, ctx.release(me, record))
 
 
 async def api_uploader(index: int, ctx: Context, api_receive: Receive, verify_send: Send) -> None:
-    """Consumer/producer: upload each file's metadata, pass it on; done when the API stream ends."""
-    name = worker_name(Stage.API, index)
-    clock = ctx.timeline.worker(name, Stage.API)
-    with api_receive, verify_send:
-        async for record in api_receive:
-            if ctx.take(Stage.API, index, clock, record):
-                await _wait_through(ctx, api_upload(record, ctx.plan, ctx.events, name))
-                clock.end(record)
-                await _put(ctx, verify_send, record)
-        clock.pill()
-        ctx.events.api_done(name)
+    """Consumer/producer: upload each file's metadata, pass it on; return at the end of the stream."""
+    me = ctx.worker(Stage.API, index)
+    while True:
+        record = await _get(ctx, me, api_receive)
+        if record is PILL:
+            return await _check_out(ctx, me, api_receive, verify_send)
+        if ctx.take(me, record):
+            await _wait_through(ctx, api_upload(record, ctx.plan, me.name))
+            await _put(verify_send, ctx.release(me, record))
 
 
 async def verifier(ctx: Context, verify_receive: Receive) -> None:
     """Consumer: the single aggregator; records every verdict in the ledger."""
-    clock = ctx.timeline.worker("Verifier", Stage.VERIFY)
-    with verify_receive:
-        async for record in verify_receive:
-            ctx.verify(clock, record)
-        clock.pill()
+    me = ctx.worker(Stage.VERIFY)
+    while True:
+        record = await _get(ctx, me, verify_receive)
+        if record is PILL:
+            return await _check_out(ctx, me, verify_receive, None)
+        ctx.verify(me, record)
 
 
 async def coordinator(ctx: Context, streams: list[Receive], stages: list[list[Worker]]) -> None:
-    """No pills to send: a stream ends when its last producer exits.  Watch stage by stage, tending
-    to signals, dead stages and aborts, and note when each stream closed."""
-    for producers, stage in zip(stages, (Stage.S3, Stage.API, Stage.VERIFY)):
-        await _join(ctx, producers, streams, stages)
-        _closed(ctx, stage)
-    await _join(ctx, stages[-1], streams, stages)
+    """The tutorial's shutdown, stage by stage - except that nobody sends pills: a stream ends when
+    the last of its producers has exited.  The coordinator waits, tends, and notes each end."""
+    s3_receive, api_receive, verify_receive = streams
+    dispatchers, s3_uploaders, api_uploaders, verifiers = stages
+    tend = partial(_tend, ctx, streams, stages)  # what every wait also does: signals, deaths, aborts
+    await _join(dispatchers, tend)
+    await _end_stream(ctx, s3_receive, Stage.S3, s3_uploaders, tend)
+    await _join(s3_uploaders, tend)
+    await _end_stream(ctx, api_receive, Stage.API, api_uploaders, tend)
+    await _join(api_uploaders, tend)
+    await _end_stream(ctx, verify_receive, Stage.VERIFY, verifiers, tend)
+    await _join(verifiers, tend)
 
 
 async def pipeline(ctx: Context) -> None:
@@ -106,12 +113,12 @@ async def pipeline(ctx: Context) -> None:
                 tg.start_soon(_listen, ctx, received, name="signals")
             with s3_send, api_send, verify_send:  # the originals close: only the producers' clones remain
                 stages = [
-                    [_start(tg, ctx, Stage.DISPATCH, "Dispatcher", dispatcher, ctx, s3_send.clone())],
-                    [_start(tg, ctx, Stage.S3, worker_name(Stage.S3, i), s3_uploader, i, ctx, s3_receive.clone(),
-                            api_send.clone()) for i in range(1, ctx.config.s3_workers + 1)],
-                    [_start(tg, ctx, Stage.API, worker_name(Stage.API, i), api_uploader, i, ctx, api_receive.clone(),
-                            verify_send.clone()) for i in range(1, ctx.config.api_workers + 1)],
-                    [_start(tg, ctx, Stage.VERIFY, "Verifier", verifier, ctx, verify_receive.clone())],
+                    [_start(tg, ctx, Stage.DISPATCH, 1, dispatcher, ctx, s3_send.clone())],
+                    [_start(tg, ctx, Stage.S3, i, s3_uploader, i, ctx, s3_receive.clone(), api_send.clone())
+                     for i in range(1, ctx.config.s3_workers + 1)],
+                    [_start(tg, ctx, Stage.API, i, api_uploader, i, ctx, api_receive.clone(), verify_send.clone())
+                     for i in range(1, ctx.config.api_workers + 1)],
+                    [_start(tg, ctx, Stage.VERIFY, 1, verifier, ctx, verify_receive.clone())],
                 ]
             await coordinator(ctx, streams, stages)
             tg.cancel_scope.cancel()  # every worker has exited; this stops the signal listener
@@ -119,24 +126,24 @@ async def pipeline(ctx: Context) -> None:
 
 def run(config: Config) -> Report:
     """Run the whole pipeline; every file ends in exactly one terminal state."""
-    ctx = Context(config, VARIANT if config.backend == "asyncio" else f"{VARIANT}-{config.backend}", None)
-    ctx.waker = None  # an abort cancels each worker's own scope: every await is a cancellation point
+    name = VARIANT if config.backend == "asyncio" else f"{VARIANT}-{config.backend}"
+    ctx = Context(config.for_variant(VARIANT), name)  # one thread: no lock; an abort cancels each scope
     anyio.run(pipeline, ctx, backend=config.backend)
     return ctx.report()
 
 
-# The concurrency primitives ----------------------------------------------------------
-def _start(tg: TaskGroup, ctx: Context, stage: Stage, name: str, target: Callable[..., Coroutine[Any, Any, None]],
+# The concurrency primitives ----------------------------------------------------------------
+def _start(tg: TaskGroup, ctx: Context, stage: Stage, index: int, target: Callable[..., Coroutine[Any, Any, None]],
            *args: Any) -> Worker:
-    worker = Worker(name)
-    tg.start_soon(_guarded, ctx, stage, worker, target, args, name=name)
+    worker = Worker(worker_name(stage, index))
+    tg.start_soon(_guarded, ctx, stage, worker, target, args, name=worker.name)
     return worker
 
 
 async def _guarded(ctx: Context, stage: Stage, worker: Worker, target: Callable[..., Coroutine[Any, Any, None]],
-                   args: tuple) -> None:
+                   args: tuple[Any, ...]) -> None:
     """A worker's whole life: an error in its loop is data for the coordinator, never a crash that
-    cancels the task group.  Its stream ends are closed already (``with``), so a dead producer
+    cancels the task group.  However it ends, its stream ends are closed, so a dead producer
     never keeps a stream open."""
     try:
         with worker.scope:  # an abort cancels this scope only: the group and its other tasks carry on
@@ -146,7 +153,22 @@ async def _guarded(ctx: Context, stage: Stage, worker: Worker, target: Callable[
     else:
         ctx.exited(worker.name)
     finally:
+        _close(*args)
         worker.done.set()
+
+
+async def _get(ctx: Context, me: WorkerClock, stream: Receive) -> Message:
+    """The next record; the end of the stream (its last send clone closed) reads as the pill."""
+    ctx.idle(me)
+    try:
+        return await stream.receive()
+    except anyio.EndOfStream:
+        return PILL
+
+
+async def _put(stream: Send, record: FileRecord) -> None:
+    """Send; an abort cancels a send blocked on a full buffer (it must never block forever)."""
+    await stream.send(record)
 
 
 async def _wait_through(ctx: Context, steps: Iterator[float]) -> None:
@@ -157,36 +179,44 @@ async def _wait_through(ctx: Context, steps: Iterator[float]) -> None:
         await anyio.sleep(delay)
 
 
-async def _put(ctx: Context, stream: Send, record: FileRecord) -> None:
-    """Send; an abort cancels a send blocked on a full buffer (it must never block forever)."""
-    await stream.send(record)
+async def _check_out(ctx: Context, me: WorkerClock, inbox: Receive | None, outbox: Send | None) -> None:
+    """A worker leaves: it closes its clones of both streams; the last send clone closed ends the
+    next stage's stream (no pills)."""
+    ctx.check_out(me)
+    _close(inbox, outbox)
 
 
-def _closed(ctx: Context, stage: Stage) -> None:
-    """Every producer of ``stage``'s stream has exited, so its last clone is closed: the stream ends
-    (the timeline's counterpart of the pills being put)."""
-    if not ctx.aborting:
-        ctx.timeline.pills_sent(stage)
+async def _end_stream(ctx: Context, stream: Receive, stage: Stage, consumers: list[Worker],
+                      tend: Callable[[], None]) -> None:
+    """Nothing to send: ``stage``'s stream ended when its last producer closed its clone.  Note when."""
+    ctx.end_stream(stage)
 
 
-async def _join(ctx: Context, workers: list[Worker], streams: list[Receive], stages: list[list[Worker]]) -> None:
+def _close(*ends: Any) -> None:
+    for end in ends:
+        if isinstance(end, (MemoryObjectSendStream, MemoryObjectReceiveStream)):
+            end.close()
+
+
+async def _join(workers: list[Worker], tend: Callable[[], None]) -> None:
     """Wait for ``workers`` to exit, tending to signals, dead stages and aborts meanwhile."""
     for worker in workers:
         while not worker.done.is_set():
             with anyio.move_on_after(POLL):
                 await worker.done.wait()
-            _tend(ctx, streams, stages)
-    _tend(ctx, streams, stages)
+            tend()
+    tend()
 
 
 def _tend(ctx: Context, streams: list[Receive], stages: list[list[Worker]]) -> None:
-    ctx.grace_expired()
+    """Look at the grace period; empty the stream of a dead stage; on an abort, cancel every worker."""
+    ctx.tend()
+    for stream, stage in zip(streams, list(Stage)[1:]):
+        if ctx.must_drain(stage):
+            _drain(ctx, stream, stage)
     if ctx.aborting:
         for worker in (w for workers in stages for w in workers):
             worker.scope.cancel()
-    for stream, stage in zip(streams, (Stage.S3, Stage.API, Stage.VERIFY)):
-        if ctx.aborting or stage in ctx.dead_stages:
-            _drain(ctx, stream, stage)
 
 
 def _drain(ctx: Context, stream: Receive, stage: Stage) -> None:

@@ -1,8 +1,8 @@
 """The pipeline on coroutines: asyncio tasks, ``asyncio.Queue`` between stages.
 
-Read it beside ``threaded/pipeline.py``: the functions, their order and their
-parameters are the same; only the concurrency primitives differ.  Everything that does not
-block (the workload, the stage logic, the ledger, the report) comes from ``common``.
+Read it beside ``threaded/pipeline.py``: the same functions in the same order, the same
+worker loops line for line; only the concurrency primitives (the ``_`` functions at the end)
+differ.  Everything that does not block comes from ``pillpipe.common``.
 """
 from __future__ import annotations
 
@@ -10,13 +10,15 @@ import asyncio
 import signal
 import threading
 from contextlib import closing, contextmanager
+from functools import partial
 from typing import Any, Callable, Coroutine, Iterator
 
 from pillpipe.common.config import Config, UsageError
 from pillpipe.common.context import POLL, Context, worker_name
-from pillpipe.common.model import PILL, FileRecord, Stage
+from pillpipe.common.model import PILL, Message, Stage
 from pillpipe.common.report import Report
 from pillpipe.common.stages import HANG, api_upload, s3_copy
+from pillpipe.common.timing import WorkerClock
 
 VARIANT = "asyncio"
 HANDLES_SIGNALS = True  # installs its own SIGINT/SIGTERM handlers for the whole run
@@ -27,75 +29,60 @@ STREAM_END = (asyncio.QueueShutDown,) if hasattr(asyncio, "QueueShutDown") else 
 
 async def dispatcher(ctx: Context, s3_queue: Queue) -> None:
     """Producer: admit each file and put it on the S3 queue (an abort cancels what is left)."""
+    me = ctx.worker(Stage.DISPATCH)
     with closing(ctx.admitted()) as admitted:
         for record in admitted:
-            await _put(ctx, s3_queue, record)
-    await _check_out(ctx, None, s3_queue, Stage.DISPATCH)
+            await _put(s3_queue, record)
+    await _check_out(ctx, me, None, s3_queue)
 
 
 async def s3_uploader(index: int, ctx: Context, s3_queue: Queue, api_queue: Queue) -> None:
     """Consumer/producer: copy each file, pass it on; return on the pill."""
-    name = worker_name(Stage.S3, index)
-    clock = ctx.timeline.worker(name, Stage.S3)
+    me = ctx.worker(Stage.S3, index)
     while True:
-        try:
-            record = await s3_queue.get()
-        except STREAM_END:
-            record = PILL
+        record = await _get(ctx, me, s3_queue)
         if record is PILL:
-            clock.pill()
-            ctx.events.s3_done(name)
-            return await _check_out(ctx, s3_queue, api_queue, Stage.S3)
-        if ctx.take(Stage.S3, index, clock, record):
-            await _wait_through(ctx, s3_copy(record, ctx.plan, ctx.events, name))
-            clock.end(record)
-            await _put(ctx, api_queue, record)
-        _done(ctx, s3_queue)
+            return await _check_out(ctx, me, s3_queue, api_queue)
+        if ctx.take(me, record):
+            await _wait_through(ctx, s3_copy(record, ctx.plan, me.name))
+            await _put(api_queue, ctx.release(me, record))
 
 
 async def api_uploader(index: int, ctx: Context, api_queue: Queue, verify_queue: Queue) -> None:
     """Consumer/producer: upload each file's metadata, pass it on; return on the pill."""
-    name = worker_name(Stage.API, index)
-    clock = ctx.timeline.worker(name, Stage.API)
+    me = ctx.worker(Stage.API, index)
     while True:
-        try:
-            record = await api_queue.get()
-        except STREAM_END:
-            record = PILL
+        record = await _get(ctx, me, api_queue)
         if record is PILL:
-            clock.pill()
-            ctx.events.api_done(name)
-            return await _check_out(ctx, api_queue, verify_queue, Stage.API)
-        if ctx.take(Stage.API, index, clock, record):
-            await _wait_through(ctx, api_upload(record, ctx.plan, ctx.events, name))
-            clock.end(record)
-            await _put(ctx, verify_queue, record)
-        _done(ctx, api_queue)
+            return await _check_out(ctx, me, api_queue, verify_queue)
+        if ctx.take(me, record):
+            await _wait_through(ctx, api_upload(record, ctx.plan, me.name))
+            await _put(verify_queue, ctx.release(me, record))
 
 
 async def verifier(ctx: Context, verify_queue: Queue) -> None:
     """Consumer: the single aggregator; records every verdict in the ledger."""
-    clock = ctx.timeline.worker("Verifier", Stage.VERIFY)
+    me = ctx.worker(Stage.VERIFY)
     while True:
-        try:
-            record = await verify_queue.get()
-        except STREAM_END:
-            record = PILL
+        record = await _get(ctx, me, verify_queue)
         if record is PILL:
-            clock.pill()
-            return
-        ctx.verify(clock, record)
-        _done(ctx, verify_queue)
+            return await _check_out(ctx, me, verify_queue, None)
+        ctx.verify(me, record)
 
 
 async def coordinator(ctx: Context, queues: list[Queue], stages: list[list[Worker]]) -> None:
-    """The tutorial's shutdown: wait for every producer of a queue, then end its stream - by
-    default one pill per consumer; ``--shutdown`` picks another strategy (common/shutdown.py)."""
-    for queue_, producers, consumers, stage in zip(queues, stages, stages[1:], (Stage.S3, Stage.API, Stage.VERIFY)):
-        await _join(ctx, producers, queues, stages)
-        if ctx.shutdown.coordinator_ends(stage):
-            await _end_stream(ctx, queue_, stage, consumers, queues, stages)
-    await _join(ctx, stages[-1], queues, stages)
+    """The tutorial's shutdown, stage by stage: wait for every producer of a queue, then end its
+    stream - one pill per consumer unless ``--shutdown`` says otherwise (common/shutdown.py)."""
+    s3_queue, api_queue, verify_queue = queues
+    dispatchers, s3_uploaders, api_uploaders, verifiers = stages
+    tend = partial(_tend, ctx, queues, stages)  # what every wait also does: signals, deaths, aborts
+    await _join(dispatchers, tend)
+    await _end_stream(ctx, s3_queue, Stage.S3, s3_uploaders, tend)
+    await _join(s3_uploaders, tend)
+    await _end_stream(ctx, api_queue, Stage.API, api_uploaders, tend)
+    await _join(api_uploaders, tend)
+    await _end_stream(ctx, verify_queue, Stage.VERIFY, verifiers, tend)
+    await _join(verifiers, tend)
 
 
 async def pipeline(ctx: Context) -> None:
@@ -104,20 +91,19 @@ async def pipeline(ctx: Context) -> None:
     s3_queue, api_queue, verify_queue = queues = [Queue(size), Queue(size), Queue(size)]
     with _signals(ctx):
         stages = [
-            [_start(ctx, Stage.DISPATCH, "Dispatcher", dispatcher, ctx, s3_queue)],
-            [_start(ctx, Stage.S3, worker_name(Stage.S3, i), s3_uploader, i, ctx, s3_queue, api_queue)
+            [_start(ctx, Stage.DISPATCH, 1, dispatcher, ctx, s3_queue)],
+            [_start(ctx, Stage.S3, i, s3_uploader, i, ctx, s3_queue, api_queue)
              for i in range(1, ctx.config.s3_workers + 1)],
-            [_start(ctx, Stage.API, worker_name(Stage.API, i), api_uploader, i, ctx, api_queue, verify_queue)
+            [_start(ctx, Stage.API, i, api_uploader, i, ctx, api_queue, verify_queue)
              for i in range(1, ctx.config.api_workers + 1)],
-            [_start(ctx, Stage.VERIFY, "Verifier", verifier, ctx, verify_queue)],
+            [_start(ctx, Stage.VERIFY, 1, verifier, ctx, verify_queue)],
         ]
         await coordinator(ctx, queues, stages)
 
 
 def run(config: Config) -> Report:
     """Run the whole pipeline; every file ends in exactly one terminal state."""
-    ctx = Context(config, VARIANT, None)
-    ctx.waker = None  # an abort cancels the tasks instead: every await is a cancellation point
+    ctx = Context(config.for_variant(VARIANT), VARIANT)  # one thread: no lock; an abort cancels the tasks
     try:  # --loop uvloop: the same code on libuv's event loop (the uvloop extra)
         factory = __import__("uvloop").new_event_loop if config.loop == "uvloop" else None
     except ImportError:
@@ -127,23 +113,40 @@ def run(config: Config) -> Report:
     return ctx.report()
 
 
-# The concurrency primitives ----------------------------------------------------------
-def _start(ctx: Context, stage: Stage, name: str, target: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> Worker:
-    worker = asyncio.create_task(_guarded(ctx, stage, name, target, args), name=name)
-    return worker
+# The concurrency primitives ----------------------------------------------------------------
+def _start(ctx: Context, stage: Stage, index: int, target: Callable[..., Coroutine[Any, Any, None]],
+           *args: Any) -> Worker:
+    name = worker_name(stage, index)
+    return asyncio.create_task(_guarded(ctx, stage, name, target, args), name=name)
 
 
-async def _guarded(ctx: Context, stage: Stage, name: str, target: Callable[..., Coroutine[Any, Any, None]], args: tuple) -> None:
-    """A worker's whole life: an error in its loop is data for the coordinator, never a dead task
-    that nobody notices."""
+async def _guarded(ctx: Context, stage: Stage, name: str, target: Callable[..., Coroutine[Any, Any, None]],
+                   args: tuple[Any, ...]) -> None:
+    """A worker's whole life: an error in its loop is data for the coordinator, never a dead
+    task that nobody notices."""
     try:
         await target(*args)
     except asyncio.CancelledError:  # an abort (or, under --shutdown cancel, the stream's end)
         pass
     except BaseException as exc:  # noqa: BLE001 - reported through the ledger and WorkerCrashes
-        ctx.worker_died(stage, name, exc)
-        return
+        return ctx.worker_died(stage, name, exc)
     ctx.exited(name)
+
+
+async def _get(ctx: Context, me: WorkerClock, queue_: Queue) -> Message:
+    """The next message; a queue that was shut down (``--shutdown queue-shutdown``) reads as the pill."""
+    if ctx.idle(me):
+        queue_.task_done()
+    try:
+        return await queue_.get()
+    except STREAM_END:
+        return PILL
+
+
+async def _put(queue_: Queue, message: Message) -> None:
+    """Put; a full queue never blocks forever: the coordinator empties the queue of a dead stage,
+    and an abort cancels the put."""
+    await queue_.put(message)
 
 
 async def _wait_through(ctx: Context, steps: Iterator[float]) -> None:
@@ -154,73 +157,65 @@ async def _wait_through(ctx: Context, steps: Iterator[float]) -> None:
         await asyncio.sleep(delay)
 
 
-async def _put(ctx: Context, queue_: Queue, item: FileRecord | object) -> None:
-    """Put; an abort cancels a put blocked on a full queue (it must never block forever)."""
-    await queue_.put(item)
+async def _check_out(ctx: Context, me: WorkerClock, inbox: Queue | None, outbox: Queue | None) -> None:
+    """A worker leaves: put its pill back for a sibling (relay), or - the last one out under
+    last-out - put the next stage's pills itself."""
+    relay, pills = ctx.check_out(me)
+    if relay and inbox is not None:
+        await _put(inbox, PILL)
+    for _ in range(pills if outbox is not None else 0):
+        await _put(outbox, PILL)
 
 
-async def _end_stream(ctx: Context, queue_: Queue, stage: Stage, consumers: list[Worker], queues: list[Queue],
-                      stages: list[list[Worker]]) -> None:
-    """End ``stage``'s input stream by the run's strategy (common/shutdown.py), tending meanwhile
-    as ``_join`` does; ``cancel`` falls back to pills if a consumer died holding an item."""
-    ctx.timeline.pills_sent(stage)
-    if ctx.shutdown.strategy == "queue-shutdown":
+async def _end_stream(ctx: Context, queue_: Queue, stage: Stage, consumers: list[Worker],
+                      tend: Callable[[], None]) -> None:
+    """End ``stage``'s input stream the run's way; tend while a full queue makes it wait, so a
+    consumer that dies meanwhile never leaves a pill that nobody takes."""
+    how = ctx.end_stream(stage)
+    if how == "queue-shutdown":
         return queue_.shutdown()
-    if ctx.shutdown.strategy == "cancel":
-        drained = asyncio.create_task(queue_.join())
-        while not drained.done() and not ctx.aborting and ctx.alive(stage) == len(consumers):
-            await asyncio.wait([drained], timeout=POLL)
-            _tend(ctx, queues, stages)
-        if drained.done():  # every item handled: the idle consumers can go
+    if how == "cancel":  # the asyncio docs' recipe: once queue.join() says every message is done,
+        done = asyncio.create_task(queue_.join())  # cancel the idle consumers; if one died, pills
+        while not done.done() and _live(consumers) == len(consumers):
+            await asyncio.wait([done], timeout=POLL)
+            tend()
+        if done.done():
             for worker in consumers:
                 worker.cancel()
             return
-        drained.cancel()
-    sent = 0
-    while sent < ctx.shutdown.pills_for(ctx.alive(stage)) and not ctx.aborting:
+        done.cancel()
+    pills, sent = ctx.pills_for(stage, _live(consumers)), 0
+    while sent < pills and not ctx.aborting:
         try:
             async with asyncio.timeout(POLL):
                 await queue_.put(PILL)
             sent += 1
         except TimeoutError:
-            _tend(ctx, queues, stages)
+            tend()
 
 
-async def _check_out(ctx: Context, inbox: Queue | None, outbox: Queue, stage: Stage) -> None:
-    """A producer leaves: relay its pill to a sibling, or - the last one out under last-out - put
-    the next stage's pills itself."""
-    if ctx.shutdown.relay and inbox is not None:
-        await _put(ctx, inbox, PILL)
-    next_stage = ctx.shutdown.check_out(stage)
-    if next_stage is not None:
-        ctx.timeline.pills_sent(next_stage)
-        for _ in range(ctx.alive(next_stage)):
-            await _put(ctx, outbox, PILL)
+def _live(workers: list[Worker]) -> int:
+    return sum(not worker.done() for worker in workers)
 
 
-def _done(ctx: Context, queue_: Queue) -> None:
-    """Under ``cancel`` every item is marked done, for ``queue.join()``."""
-    if ctx.shutdown.marks_done:
-        queue_.task_done()
-
-
-async def _join(ctx: Context, workers: list[Worker], queues: list[Queue], stages: list[list[Worker]]) -> None:
+async def _join(workers: list[Worker], tend: Callable[[], None]) -> None:
     """Wait for ``workers`` to exit, tending to signals, dead stages and aborts meanwhile."""
     pending = set(workers)
     while pending:
         _, pending = await asyncio.wait(pending, timeout=POLL)
-        _tend(ctx, queues, stages)
-    _tend(ctx, queues, stages)
+        tend()
+    tend()
 
 
 def _tend(ctx: Context, queues: list[Queue], stages: list[list[Worker]]) -> None:
-    ctx.grace_expired()
+    """Look at the grace period; empty the queue of a dead stage; on an abort, cancel every task."""
+    ctx.tend()
+    for queue_, stage in zip(queues, list(Stage)[1:]):
+        if ctx.must_drain(stage):
+            _drain(ctx, queue_, stage)
     if ctx.aborting:
         for worker in (w for workers in stages for w in workers):
             worker.cancel()
-    for queue_, stage, consumers in zip(queues, (Stage.S3, Stage.API, Stage.VERIFY), stages[1:]):
-        if ctx.aborting or stage in ctx.dead_stages:
-            _drain(ctx, queue_, stage)
 
 
 def _drain(ctx: Context, queue_: Queue, stage: Stage) -> None:
@@ -233,7 +228,7 @@ def _drain(ctx: Context, queue_: Queue, stage: Stage) -> None:
 
 @contextmanager
 def _signals(ctx: Context) -> Iterator[None]:
-    """Install SIGINT/SIGTERM handlers before any worker starts (even if SIGINT was ignored)."""
+    """Handle SIGINT/SIGTERM on the loop before any worker starts (even if SIGINT was ignored)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

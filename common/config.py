@@ -8,8 +8,9 @@ import sys
 from dataclasses import dataclass, field
 from typing import NoReturn, Sequence
 
+from .events import Events
 from .faults import FaultPlan, FaultSpecError
-from .shutdown import DEFAULT as DEFAULT_SHUTDOWN, STRATEGIES
+from .shutdown import DEFAULT as DEFAULT_SHUTDOWN, STRATEGIES, unsupported
 from .stages import StagePlan
 from .workload import Workload
 
@@ -89,9 +90,17 @@ class Config:
             raise UsageError(str(exc)) from None
         object.__setattr__(self, "fault_plan", plan)
 
-    def stage_plan(self) -> StagePlan:
+    def stage_plan(self, events: Events | None = None) -> StagePlan:
         workload = Workload(self.seed, tuple(self.s3_latency), tuple(self.api_latency), self.time_scale, self.fail_rate)
-        return StagePlan(workload, self.fault_plan, self.retries, self.retry_backoff, self.stage_timeout)
+        return StagePlan(workload, self.fault_plan, self.retries, self.retry_backoff, self.stage_timeout,
+                         events if events is not None else Events(None))
+
+    def for_variant(self, variant: str) -> "Config":
+        """This config, checked for what ``variant`` can run here (a strategy, an event loop)."""
+        problem = unsupported(self.shutdown, variant, self.loop)
+        if problem is not None:
+            raise UsageError(problem)
+        return self
 
 
 BACKENDS = ("asyncio", "trio")  # event loops the anyio variant runs on

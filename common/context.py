@@ -1,36 +1,39 @@
-"""One run's shared state and the non-blocking steps every variant's workers take.
+"""One run's shared state, and the non-blocking steps every variant's workers take.
 
-The variants own the concurrency (queues, workers, waiting, pills).  Everything a worker
-does between two blocking calls lives here, once: admitting a file, the fault checks,
-verifying, classifying what a dead or stopped stage leaves behind, and the run's state
-machine (running -> draining on the first signal -> aborting on the second or when the
-grace period ends).
+The variants own the concurrency: queues, workers, waiting, pills.  Everything a worker does
+between two blocking calls is a method here, named for what it means - ``take`` a file,
+``release`` it to the next stage, ``verify`` it, ``check_out`` on the pill - so the worker loops
+read like the tutorial's and the three models cannot drift apart.  The concerns live in their
+own modules: the ledger (every file's state), the timeline (timing only), the crew (who is
+alive), the stop (draining and aborting) and the shutdown strategy (how a stream ends).
 """
 from __future__ import annotations
 
 import sys
-import time
 from contextlib import AbstractContextManager
 from typing import Any, Iterator
 
-from .config import Config, UsageError
+from .config import Config
+from .crew import Crew
 from .events import Events
 from .faults import InjectedCrash
 from .ledger import Ledger
 from .model import FileRecord, Outcome, Rejected, Stage
 from .report import Report
-from .shutdown import Shutdown, unsupported
+from .shutdown import NEXT, Shutdown
 from .source import InputError, open_input, records
+from .stop import Stop, Wakeup
 from .timing import Timeline, WorkerClock
 
 POLL = 0.05  # seconds: how often a waiting coordinator looks at signals, deaths and the grace period
-PREFIX = {Stage.S3: "S3-Worker", Stage.API: "API-Worker"}
-_ORDER = (Stage.DISPATCH, Stage.S3, Stage.API, Stage.VERIFY)
+NAMES = {Stage.DISPATCH: "Dispatcher", Stage.S3: "S3-Worker", Stage.API: "API-Worker", Stage.VERIFY: "Verifier"}
 
 
 def worker_name(stage: Stage, index: int) -> str:
-    """``S3-Worker-1``, ``API-Worker-2``: threads and tasks get the same names."""
-    return f"{PREFIX[stage]}-{index}"
+    """``S3-Worker-1``, ``API-Worker-2``, ``Dispatcher``, ``Verifier``: threads and tasks get the same names."""
+    if stage in (Stage.DISPATCH, Stage.VERIFY):
+        return NAMES[stage]
+    return f"{NAMES[stage]}-{index}"
 
 
 def events_for(config: Config) -> Events:
@@ -55,51 +58,52 @@ class WorkerCrashes(ExceptionGroup):
 
 
 class Context:
-    """Everything one run shares.  ``lock`` guards the ledger: a real lock for threads."""
+    """Everything one run shares.  ``lock`` guards the ledger and the live counts (a real lock for
+    threads); ``wakeup`` is set on an abort to wake the variant's cooperative waits (threads pass
+    a ``threading.Event``; coroutines need none: an abort cancels them)."""
 
-    def __init__(self, config: Config, variant: str, lock: AbstractContextManager[Any] | None) -> None:
+    def __init__(self, config: Config, variant: str, lock: AbstractContextManager[Any] | None = None,
+                 wakeup: Wakeup | None = None) -> None:
         self.config, self.variant = config, variant
-        self.plan = config.stage_plan()
-        self.faults = config.fault_plan
         self.events = events_for(config)
         self.notices = Events(sys.stderr)  # draining, aborting, a dead worker: said even with --quiet
+        self.plan = config.stage_plan(self.events)
         self.ledger = Ledger(lock, config.details)
         self.timeline = Timeline(config.trace)
-        self.stopped_by: str | None = None  # the signal that started draining
-        self.aborting = False
-        self.dead_stages: set[Stage] = set()
-        self.crashes: list[BaseException] = []
-        self.waker: Any = None  # the variant's wake-up primitive for aborts, if it needs one
-        self._alive = {Stage.DISPATCH: 1, Stage.S3: config.s3_workers, Stage.API: config.api_workers, Stage.VERIFY: 1}
-        problem = unsupported(config.shutdown, variant, config.loop)
-        if problem is not None:
-            raise UsageError(problem)
-        self.shutdown = Shutdown(config.shutdown, self._alive, lock)
-        self._deadline: float | None = None
+        self.crew = Crew({Stage.DISPATCH: 1, Stage.S3: config.s3_workers, Stage.API: config.api_workers,
+                          Stage.VERIFY: 1}, lock)
+        self.wakeup = wakeup
+        self.stop = Stop(self.notices, config.shutdown_grace, wakeup)
+        self.shutdown = Shutdown(config.shutdown, {stage: self.crew.alive(stage) for stage in Stage}, lock)
 
-    # The dispatcher's stream ---------------------------------------------------------
+    @property
+    def aborting(self) -> bool:
+        return self.stop.aborting
+
+    # A worker's life --------------------------------------------------------------------
+    def worker(self, stage: Stage, index: int = 1) -> WorkerClock:
+        """A worker starts: its identity and clock, which its loop calls ``me``."""
+        return self.timeline.worker(worker_name(stage, index), stage, index)
+
     def admitted(self) -> Iterator[FileRecord]:
-        """Admit each file in order and yield it for dispatch; once stopping, cancel the rest."""
+        """The dispatcher's stream: admit each file in order and yield it; once stopping, or once a
+        stage has died, cancel the rest instead.  Closing it early (an abort) cancels what is unread."""
         stream, fmt = None, "jsonl"
         if self.config.input is not None:
             stream, fmt = open_input(self.config.input, self.config.input_format)
-        ledger, events = self.ledger, self.events
-        self.timeline.worker("Dispatcher", Stage.DISPATCH)
         items = records(self.config.files, stream, fmt)
         try:
             for item in items:
                 if isinstance(item, Rejected):
-                    ledger.reject(item)
-                    if events.enabled:
-                        events.notice(f"✗ Rejected: {item.error}")
-                elif self.stopped_by is not None or self.dead_stages:
-                    ledger.cancel_unadmitted((item,), self._dead_reason(Stage.DISPATCH))
+                    self._reject(item)
+                elif self.stop.draining or self.crew.dead:
+                    self.ledger.cancel_unadmitted((item,), self._dead_reason(Stage.DISPATCH))
                 else:
-                    ledger.admit(item)
-                    if events.enabled:
-                        events.dispatching(item)
+                    self.ledger.admit(item)
+                    if self.events.enabled:
+                        self.events.dispatching(item)
                     yield item
-        except GeneratorExit:  # the dispatcher stopped early (an abort): what it never read ends cancelled
+        except GeneratorExit:
             self._cancel_rest(items)
             raise
         except InputError as exc:
@@ -107,6 +111,139 @@ class Context:
         finally:
             if stream is not None and stream is not sys.stdin:
                 stream.close()
+
+    def take(self, me: WorkerClock, record: FileRecord) -> bool:
+        """``me`` took ``record`` off its queue: False when it must not be worked on (it is settled
+        cancelled here: draining and never started, or a later stage is dead), else it is in
+        ``me``'s hands.  Raises ``InjectedCrash`` when a die fault fires: the worker loop dies."""
+        me.working = True
+        if self.stop.draining and me.stage is Stage.S3 and record.s3_attempts == 0:
+            self.ledger.settle(record, Outcome.CANCELLED)
+            return False
+        reason = self._dead_reason(me.stage)
+        if reason is not None:
+            self.ledger.settle(record, Outcome.CANCELLED, reason)
+            return False
+        self._hold(me, record)
+        if self.plan.faults.workers and self.plan.faults.worker_dies(me.stage, me.index, me.files):
+            raise InjectedCrash(f"{me.name} died (injected) after {me.files} files")
+        return True
+
+    def release(self, me: WorkerClock, record: FileRecord) -> FileRecord:
+        """``me`` is done with ``record``: it goes on to the next stage."""
+        me.end(record)
+        self.ledger.release(me.name)
+        return record
+
+    def verify(self, me: WorkerClock, record: FileRecord) -> None:
+        """The verifier's verdict, recorded in the ledger."""
+        me.working = True
+        self._hold(me, record)
+        faults = self.plan.faults
+        if faults.verifier_after is not None and faults.verifier_crashes(me.files):
+            raise InjectedCrash(f"Verifier died (injected) after {me.files} files")
+        self.ledger.verify(record)
+        self.release(me, record)
+        self.timeline.last_verified = self.timeline.now()
+        if self.events.enabled:
+            self.events.verified(record)
+
+    def idle(self, me: WorkerClock) -> bool:
+        """``me`` asks for its next message.  True when it just finished one that ``queue.join()``
+        must count (``--shutdown cancel`` marks every message done)."""
+        finished, me.working = me.working, False
+        return finished and self.shutdown.marks_done
+
+    def check_out(self, me: WorkerClock) -> tuple[bool, int]:
+        """``me`` leaves on its pill (or at the end of its stream): say so, and return
+        (put the pill back for a sibling?, how many pills to put for the next stage)."""
+        if me.stage is not Stage.DISPATCH:  # the dispatcher ends its stream; it gets no pill
+            me.pill()
+        if me.stage is Stage.S3:
+            self.events.s3_done(me.name)
+        elif me.stage is Stage.API:
+            self.events.api_done(me.name)
+        relay = self.shutdown.relay and me.stage in (Stage.S3, Stage.API)
+        next_stage = self.shutdown.check_out(me.stage) if me.stage in NEXT else None
+        if next_stage is None:
+            return relay, 0
+        self.timeline.pills_sent(next_stage)
+        return relay, self.crew.alive(next_stage)
+
+    def exited(self, name: str) -> None:
+        clock = self.timeline.workers.get(name)
+        if clock is not None:
+            clock.exited()
+
+    def worker_died(self, stage: Stage, name: str, exc: BaseException) -> None:
+        """A worker loop raised: the file it held fails; its stage may now be dead."""
+        self.exited(name)
+        self.ledger.errors.append(f"{name}: {exc}")
+        held = self.ledger.held_by(name)
+        if held is not None:
+            self.ledger.settle(held, Outcome.FAILED, f"worker crashed: {exc}")
+            self.ledger.release(name)
+        self.notices.notice(f"💥 {name} died: {exc!r}")
+        if self.crew.died(stage, exc):
+            self.notices.notice(f"💥 every {stage.value} worker is dead: cancelling what is queued, draining the rest")
+
+    # The coordinator ----------------------------------------------------------------------
+    def end_stream(self, stage: Stage) -> str:
+        """The coordinator ends ``stage``'s input stream now: note when, and return how - the
+        strategy's name (common/shutdown.py), or ``"ended"`` when its last producer already did."""
+        if not self.shutdown.coordinator_ends(stage):
+            return "ended"
+        self.timeline.pills_sent(stage)
+        return self.shutdown.strategy
+
+    def pills_for(self, stage: Stage, live: int) -> int:
+        """How many pills the coordinator puts to end ``stage``'s stream for ``live`` consumers: one
+        each (one in all under relay; none when the last producer out already put them)."""
+        return self.shutdown.pills_for(live) if self.shutdown.coordinator_ends(stage) else 0
+
+    def alive(self, stage: Stage) -> int:
+        return self.crew.alive(stage)
+
+    def tend(self) -> None:
+        """What every coordinator wait also does: end the grace period when it is over."""
+        self.stop.check_grace()
+
+    def must_drain(self, stage: Stage) -> bool:
+        """Whether the coordinator empties ``stage``'s queue now (aborting, or the stage is dead)."""
+        return self.stop.aborting or stage in self.crew.dead
+
+    def drained(self, stage: Stage, message: Any) -> None:
+        """The coordinator emptied the queue of a dead or aborted stage; ``message`` was in it."""
+        if isinstance(message, FileRecord) and not self.stop.aborting:
+            self.ledger.settle(message, Outcome.CANCELLED, f"{stage.value} stage dead")
+
+    def on_signal(self, name: str) -> None:
+        self.stop.on_signal(name)
+
+    # The end -------------------------------------------------------------------------------
+    def report(self) -> Report:
+        self.ledger.settle_remaining()
+        self.timeline.finish()
+        stopped_by = self.stop.stopped_by or ("crash" if self.crew.dead else None)
+        report = self.ledger.report(self.variant, self.timeline, stopped_by)
+        if self.crew.crashes:
+            raise WorkerCrashes("worker crashed", [e if isinstance(e, Exception) else RuntimeError(repr(e))
+                                                   for e in self.crew.crashes], report)
+        return report
+
+    # Helpers -------------------------------------------------------------------------------
+    def _hold(self, me: WorkerClock, record: FileRecord) -> None:
+        me.begin(record)
+        self.ledger.hold(me.name, record)
+
+    def _reject(self, item: Rejected) -> None:
+        self.ledger.reject(item)
+        if self.events.enabled:
+            self.events.notice(f"✗ Rejected: {item.error}")
+
+    def _dead_reason(self, stage: Stage) -> str | None:
+        later = self.crew.dead_after(stage)
+        return None if later is None else f"{later.value} stage dead"
 
     def _cancel_rest(self, items: Iterator[Any]) -> None:
         try:
@@ -117,99 +254,3 @@ class Context:
     def _input_failed(self, exc: InputError) -> None:
         self.ledger.errors.append(str(exc))
         self.notices.notice(f"✗ {exc}")
-
-    def _dead_reason(self, stage: Stage) -> str | None:
-        """Why a file that ``stage`` holds cannot go on: the first dead stage after it, if any."""
-        for later in _ORDER[_ORDER.index(stage) + 1:]:
-            if later in self.dead_stages:
-                return f"{later.value} stage dead"
-        return None
-
-    # What workers do between blocking calls --------------------------------------------
-    def take(self, stage: Stage, index: int, clock: WorkerClock, record: FileRecord) -> bool:
-        """A worker took ``record``: False if it must not be worked on (shutdown), else start it.
-
-        Raises ``InjectedCrash`` when a die fault fires: that is the worker loop dying."""
-        if self.stopped_by is not None and stage is Stage.S3 and record.s3_attempts == 0:
-            self.ledger.settle(record, Outcome.CANCELLED)  # draining: never started, never will be
-            return False
-        if self.dead_stages:
-            reason = self._dead_reason(stage)
-            if reason is not None:  # a later stage is dead: this file could never finish
-                self.ledger.settle(record, Outcome.CANCELLED, reason)
-                return False
-        clock.begin(record)
-        if self.faults.workers and self.faults.worker_dies(stage, index, clock.files):
-            raise InjectedCrash(f"{clock.name} died (injected) after {clock.files} files")
-        return True
-
-    def verify(self, clock: WorkerClock, record: FileRecord) -> None:
-        clock.begin(record)
-        if self.faults.verifier_after is not None and self.faults.verifier_crashes(clock.files):
-            raise InjectedCrash(f"Verifier died (injected) after {clock.files} files")
-        self.ledger.verify(record)
-        clock.end(record)
-        self.timeline.last_verified = self.timeline.now()
-        if self.events.enabled:
-            self.events.verified(record)
-
-    def exited(self, name: str) -> None:
-        clock = self.timeline.workers.get(name)
-        if clock is not None:
-            clock.exited()
-
-    def worker_died(self, stage: Stage, name: str, exc: BaseException) -> None:
-        """A worker loop raised: the file it held fails; its stage may now be dead."""
-        self.exited(name)
-        self.crashes.append(exc)
-        self.ledger.errors.append(f"{name}: {exc}")
-        clock = self.timeline.workers.get(name)
-        if clock is not None and clock.holding is not None:
-            self.ledger.settle(clock.holding, Outcome.FAILED, f"worker crashed: {exc}")
-        self._alive[stage] -= 1
-        self.notices.notice(f"💥 {name} died: {exc!r}")
-        if self._alive[stage] == 0:
-            self.dead_stages.add(stage)
-            self.notices.notice(f"💥 every {stage.value} worker is dead: cancelling what is queued, draining the rest")
-
-    def alive(self, stage: Stage) -> int:
-        return self._alive[stage]
-
-    def drained(self, stage: Stage, record: Any) -> None:
-        """The coordinator emptied the queue of a dead or aborted stage; this was in it."""
-        if isinstance(record, FileRecord) and not self.aborting:
-            self.ledger.settle(record, Outcome.CANCELLED, f"{stage.value} stage dead")
-
-    # Signals and the grace period ------------------------------------------------------
-    def on_signal(self, name: str) -> None:
-        """First signal: drain.  Second SIGINT (or any second signal): abort."""
-        if self.stopped_by is None:
-            self.stopped_by = name
-            grace = self.config.shutdown_grace
-            self._deadline = None if grace is None else time.monotonic() + grace
-            self.notices.notice(f"⏹  {name}: draining - no new files; files already started finish "
-                                f"(again to abort{'' if grace is None else f', or after {grace:g}s'})")
-        elif not self.aborting:
-            self.abort(f"second {name}")
-
-    def abort(self, why: str) -> None:
-        if not self.aborting:
-            self.aborting = True
-            self.notices.notice(f"⏹  {why}: aborting - files in flight are marked aborted")
-
-    def grace_expired(self) -> bool:
-        if self._deadline is not None and not self.aborting and time.monotonic() >= self._deadline:
-            self.abort("shutdown grace expired")
-            return True
-        return False
-
-    # The end -------------------------------------------------------------------------
-    def report(self) -> Report:
-        self.ledger.settle_remaining()
-        self.timeline.finish()
-        stopped_by = self.stopped_by or ("crash" if self.dead_stages else None)
-        report = self.ledger.report(self.variant, self.timeline, stopped_by)
-        if self.crashes:
-            raise WorkerCrashes("worker crashed", [e if isinstance(e, Exception) else RuntimeError(repr(e))
-                                                   for e in self.crashes], report)
-        return report

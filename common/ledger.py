@@ -36,6 +36,7 @@ class Ledger:
     def __init__(self, lock: AbstractContextManager[Any] | None = None, details: bool = False) -> None:
         self._lock = lock if lock is not None else nullcontext()
         self._in_flight: dict[int, FileRecord] = {}
+        self._held: dict[str, FileRecord] = {}  # worker name -> the file in its hands
         self._counts = dict.fromkeys(Outcome, 0)
         self._digest = 0
         self._details: list[dict[str, Any]] | None = [] if details else None
@@ -94,6 +95,16 @@ class Ledger:
         for record in remaining:
             started = record.s3_attempts > 0 or record.last_stage is not Stage.DISPATCH
             self.settle(record, Outcome.ABORTED if started else Outcome.CANCELLED)
+
+    # Which worker holds which file (each worker writes only its own entry: no lock needed) --
+    def hold(self, worker: str, record: FileRecord) -> None:
+        self._held[worker] = record
+
+    def release(self, worker: str) -> None:
+        self._held.pop(worker, None)
+
+    def held_by(self, worker: str) -> FileRecord | None:
+        return self._held.get(worker)
 
     def in_flight(self) -> int:
         return len(self._in_flight)

@@ -7,54 +7,55 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .config import Config
-from .context import Context, worker_name
+from .context import Context
 from .model import FileRecord, Stage
 from .report import Report
-from .stages import HANG, api_upload, s3_copy
+from .stages import HANG, StagePlan, api_upload, s3_copy
+from .timing import WorkerClock
 
 VARIANT = "sequential"
+STEPS: dict[Stage, Callable[[FileRecord, StagePlan, str], Iterator[float]]] = {Stage.S3: s3_copy, Stage.API: api_upload}
 
 
 def run(config: Config) -> Report:
     # one worker per stage, whatever the flags say (they shape only the concurrent variants)
-    ctx = Context(dataclasses.replace(config, s3_workers=1, api_workers=1), VARIANT, None)
-    clocks = {stage: ctx.timeline.worker(worker_name(stage, 1), stage) for stage in (Stage.S3, Stage.API)}
-    verifier = ctx.timeline.worker("Verifier", Stage.VERIFY)
-    steps = {Stage.S3: s3_copy, Stage.API: api_upload}
+    ctx = Context(dataclasses.replace(config, s3_workers=1, api_workers=1), VARIANT)
+    crew = [ctx.worker(stage) for stage in Stage]
     try:
         for record in ctx.admitted():
-            if _through_stages(ctx, clocks, steps, record):
-                try:
-                    ctx.verify(verifier, record)
-                except Exception as exc:  # an injected verifier crash: the only verifier
-                    ctx.worker_died(Stage.VERIFY, verifier.name, exc)
+            if _through_stages(ctx, crew[1:3], record):
+                _verify(ctx, crew[3], record)
     except KeyboardInterrupt:
         ctx.on_signal("SIGINT")
-    for clock in (*clocks.values(), verifier):
-        clock.pill()
-    ctx.events.s3_done(clocks[Stage.S3].name)
-    ctx.events.api_done(clocks[Stage.API].name)
-    for clock in (*clocks.values(), verifier):
-        clock.exited()
+    for me in crew:
+        ctx.check_out(me)
+        ctx.exited(me.name)
     return ctx.report()
 
 
-def _through_stages(ctx: Context, clocks: dict, steps: dict, record: FileRecord) -> bool:
+def _through_stages(ctx: Context, workers: list[WorkerClock], record: FileRecord) -> bool:
     """Copy then upload one file; False when it must not reach the verifier (cancelled because a
     stage is dead, or held by the worker that just died)."""
-    for stage, clock in clocks.items():
+    for me in workers:
         try:
-            if not ctx.take(stage, 1, clock, record):
+            if not ctx.take(me, record):
                 return False
-            _wait_through(steps[stage](record, ctx.plan, ctx.events, clock.name))
-            clock.end(record)
+            _wait_through(STEPS[me.stage](record, ctx.plan, me.name))
+            ctx.release(me, record)
         except Exception as exc:  # an injected worker death: the only worker of its stage
-            ctx.worker_died(stage, clock.name, exc)
+            ctx.worker_died(me.stage, me.name, exc)
             return False
     return True
+
+
+def _verify(ctx: Context, me: WorkerClock, record: FileRecord) -> None:
+    try:
+        ctx.verify(me, record)
+    except Exception as exc:  # an injected verifier crash: the only verifier
+        ctx.worker_died(Stage.VERIFY, me.name, exc)
 
 
 def _wait_through(steps: Iterator[float]) -> None:

@@ -26,12 +26,10 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Sequence
 
 from .config import Config
-from .events import Events
 from .model import FileRecord, Stage
 from .stages import HANG, StagePlan, api_upload, s3_copy
 from .workload import generate_files
 
-_QUIET = Events(None)
 
 
 @dataclass(frozen=True)
@@ -98,7 +96,7 @@ def stage_waits(stage: Stage, record: FileRecord, plan: StagePlan,
     timeouts and faults included); the record is advanced exactly as a worker would."""
     step = s3_copy if stage is Stage.S3 else api_upload
     total = 0.0
-    for delay in step(record, plan, _QUIET, ""):
+    for delay in step(record, plan, ""):
         total += timer(delay) if timer is not None else delay
     return total
 

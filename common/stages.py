@@ -41,19 +41,20 @@ class StagePlan:
     retries: int = 0
     retry_backoff: float = 0.0  # seconds before the 2nd attempt, doubling after; times time_scale
     stage_timeout: float | None = None  # real seconds, not multiplied by time_scale
+    events: Events = field(default_factory=lambda: Events(None))  # where the event lines go (none: quiet)
 
     def backoff(self, attempt: int) -> float:
         return self.retry_backoff * (2 ** (attempt - 1)) * self.workload.time_scale
 
 
-def s3_copy(record: FileRecord, plan: StagePlan, events: Events, worker: str) -> Iterator[float]:
+def s3_copy(record: FileRecord, plan: StagePlan, worker: str) -> Iterator[float]:
     """Copy one file between buckets: READY -> S3_COPIED with a stable ``dest_key``."""
-    return _attempts(Stage.S3, record, plan, events, worker)
+    return _attempts(Stage.S3, record, plan, worker)
 
 
-def api_upload(record: FileRecord, plan: StagePlan, events: Events, worker: str) -> Iterator[float]:
+def api_upload(record: FileRecord, plan: StagePlan, worker: str) -> Iterator[float]:
     """Upload one file's metadata: S3_COPIED -> API_UPLOADED."""
-    return _attempts(Stage.API, record, plan, events, worker)
+    return _attempts(Stage.API, record, plan, worker)
 
 
 def _copied(record: FileRecord, plan: StagePlan, events: Events, worker: str) -> None:
@@ -78,7 +79,8 @@ _ON_SUCCESS: dict[Stage, Callable[[FileRecord, StagePlan, Events, str], None]] =
 _ATTEMPTS_FIELD = {Stage.S3: "s3_attempts", Stage.API: "api_attempts"}
 
 
-def _attempts(stage: Stage, record: FileRecord, plan: StagePlan, events: Events, worker: str) -> Iterator[float]:
+def _attempts(stage: Stage, record: FileRecord, plan: StagePlan, worker: str) -> Iterator[float]:
+    events = plan.events
     if record.status is Status.FAILED:  # failed upstream: passes through to the verifier untouched
         return
     attempts, timeout = plan.retries + 1, plan.stage_timeout

@@ -8,27 +8,26 @@ from .model import FileRecord, Stage
 
 
 class WorkerClock:
-    """One worker's own numbers; only that worker writes them, so no lock is needed."""
+    """One worker: who it is (name, stage, 1-based index) and its own numbers.  Only that worker
+    writes them, so no lock is needed.  The variants' worker loops call it ``me``."""
 
-    __slots__ = ("name", "stage", "files", "busy", "started_at", "pill_at", "exited_at", "holding", "_began",
-                 "_timeline")
+    __slots__ = ("name", "stage", "index", "files", "busy", "started_at", "pill_at", "exited_at", "working",
+                 "_began", "_timeline")
 
-    def __init__(self, timeline: "Timeline", name: str, stage: Stage) -> None:
-        self.name, self.stage, self._timeline = name, stage, timeline
+    def __init__(self, timeline: "Timeline", name: str, stage: Stage, index: int = 1) -> None:
+        self.name, self.stage, self.index, self._timeline = name, stage, index, timeline
         self.files, self.busy = 0, 0.0
         self.started_at = timeline.now()  # the worker's clock is made when the worker first runs
         self.pill_at: float | None = None
         self.exited_at: float | None = None
-        self.holding: FileRecord | None = None  # the file in hand, if the worker dies
+        self.working = False  # took a message and has not asked for the next one yet
         self._began = 0.0
 
     def begin(self, record: FileRecord) -> None:
-        self.holding = record
         self._began = time.perf_counter()
 
     def end(self, record: FileRecord) -> None:
         now = time.perf_counter()
-        self.holding = None
         self.files += 1
         self.busy += now - self._began
         spans = self._timeline.spans
@@ -57,8 +56,8 @@ class Timeline:
     def now(self) -> float:
         return time.perf_counter() - self.start
 
-    def worker(self, name: str, stage: Stage) -> WorkerClock:
-        clock = self.workers[name] = WorkerClock(self, name, stage)
+    def worker(self, name: str, stage: Stage, index: int = 1) -> WorkerClock:
+        clock = self.workers[name] = WorkerClock(self, name, stage, index)
         return clock
 
     def pills_sent(self, stage: Stage) -> None:

@@ -121,13 +121,13 @@ def test_no_pill_is_ever_sent_and_every_clone_is_closed(backend, monkeypatch):
     streams: list[object] = []
     put, start = npipe._put, npipe._start
 
-    async def spy_put(ctx, stream, record):
+    async def spy_put(stream, record):
         sent.append(record)
-        await put(ctx, stream, record)
+        await put(stream, record)
 
-    def spy_start(tg, ctx, stage, name, target, *args):
+    def spy_start(tg, ctx, stage, index, target, *args):
         streams.extend(a for a in args if hasattr(a, "statistics"))
-        return start(tg, ctx, stage, name, target, *args)
+        return start(tg, ctx, stage, index, target, *args)
 
     monkeypatch.setattr(npipe, "_put", spy_put)
     monkeypatch.setattr(npipe, "_start", spy_start)
@@ -147,9 +147,10 @@ async def test_pipeline_runs_on_the_test_loop_and_names_every_task(monkeypatch):
     names: list[str] = []
     start = npipe._start
 
-    def spy(tg, ctx_, stage, name, target, *args):
-        names.append(name)
-        return start(tg, ctx_, stage, name, target, *args)
+    def spy(tg, ctx_, stage, index, target, *args):
+        worker = start(tg, ctx_, stage, index, target, *args)
+        names.append(worker.name)
+        return worker
 
     monkeypatch.setattr(npipe, "_start", spy)
     await npipe.pipeline(ctx)

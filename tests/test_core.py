@@ -75,10 +75,10 @@ def _drive(steps):
 def test_stage_logic_copies_then_uploads():
     plan = StagePlan(Workload(seed=1, time_scale=1))
     record = FileRecord(1, "file_100.pdf")
-    waits = _drive(s3_copy(record, plan, QUIET, "S3-Worker-1"))
+    waits = _drive(s3_copy(record, plan, "S3-Worker-1"))
     assert len(waits) == 1 and 0.2 <= waits[0] <= 0.5
     assert record.status is Status.S3_COPIED and record.dest_key == dest_key(1, "file_100.pdf")
-    waits = _drive(api_upload(record, plan, QUIET, "API-Worker-1"))
+    waits = _drive(api_upload(record, plan, "API-Worker-1"))
     assert len(waits) == 1 and 1 <= waits[0] <= 2
     assert record.status is Status.API_UPLOADED and record.last_stage is Stage.API
 
@@ -87,18 +87,18 @@ def test_failures_are_data_with_bounded_retries_and_backoff():
     plan = StagePlan(Workload(time_scale=1, s3_latency=(0.1, 0.1)), FaultPlan.parse(["s3:id=1:raise"]),
                      retries=2, retry_backoff=0.5)
     record = FileRecord(1, "file_100.pdf")
-    waits = _drive(s3_copy(record, plan, QUIET, "S3-Worker-1"))
+    waits = _drive(s3_copy(record, plan, "S3-Worker-1"))
     assert waits == [0.1, 0.5, 0.1, 1.0, 0.1]  # attempt, backoff, attempt, backoff, attempt
     assert record.status is Status.FAILED and record.failed_stage is Stage.S3
     assert record.s3_attempts == 3 and "injected" in record.error
-    assert _drive(api_upload(record, plan, QUIET, "API-Worker-1")) == []  # failed upstream: passes through
+    assert _drive(api_upload(record, plan, "API-Worker-1")) == []  # failed upstream: passes through
     assert record.api_attempts == 0
 
 
 def test_transient_fault_succeeds_within_retries_with_one_stable_key():
     plan = StagePlan(Workload(time_scale=0), FaultPlan.parse(["s3:id=1:raise:times=2"]), retries=2)
     record = FileRecord(1, "file_100.pdf")
-    _drive(s3_copy(record, plan, QUIET, "S3-Worker-1"))
+    _drive(s3_copy(record, plan, "S3-Worker-1"))
     assert record.status is Status.S3_COPIED and record.s3_attempts == 3 and record.error is None
     assert record.dest_key == dest_key(0, "file_100.pdf")
 
@@ -106,10 +106,10 @@ def test_transient_fault_succeeds_within_retries_with_one_stable_key():
 def test_hang_is_bounded_by_the_stage_timeout():
     record = FileRecord(4, "file_103.pdf")
     unbounded = StagePlan(Workload(time_scale=0), FaultPlan.parse(["api:id=4:hang"]))
-    assert next(api_upload(record, unbounded, QUIET, "API-Worker-1")) == HANG
+    assert next(api_upload(record, unbounded, "API-Worker-1")) == HANG
     bounded = StagePlan(Workload(time_scale=0), FaultPlan.parse(["api:id=4:hang"]), stage_timeout=0.25)
     record = FileRecord(4, "file_103.pdf", status=Status.S3_COPIED)
-    assert _drive(api_upload(record, bounded, QUIET, "API-Worker-1")) == [0.25]
+    assert _drive(api_upload(record, bounded, "API-Worker-1")) == [0.25]
     assert record.status is Status.FAILED and record.error == "timeout after 0.25s"
 
 

@@ -1,8 +1,8 @@
 """The pipeline on threads: ``threading.Thread`` workers, ``queue.Queue`` between stages.
 
-Read it beside ``asyncio_version/pipeline.py``: the functions, their order and their
-parameters are the same; only the concurrency primitives differ.  Everything that does not
-block (the workload, the stage logic, the ledger, the report) comes from ``common``.
+Read it beside ``asyncio_version/pipeline.py``: the same functions in the same order, the same
+worker loops line for line; only the concurrency primitives (the ``_`` functions at the end)
+differ.  Everything that does not block comes from ``pillpipe.common``.
 """
 from __future__ import annotations
 
@@ -10,13 +10,15 @@ import queue
 import signal
 import threading
 from contextlib import closing, contextmanager
+from functools import partial
 from typing import Any, Callable, Iterator
 
 from pillpipe.common.config import Config
 from pillpipe.common.context import POLL, Context, worker_name
-from pillpipe.common.model import PILL, FileRecord, Stage
+from pillpipe.common.model import PILL, Message, Stage
 from pillpipe.common.report import Report
 from pillpipe.common.stages import HANG, api_upload, s3_copy
+from pillpipe.common.timing import WorkerClock
 
 VARIANT = "threaded"
 HANDLES_SIGNALS = True  # installs its own SIGINT/SIGTERM handlers for the whole run
@@ -31,75 +33,60 @@ class Aborted(Exception):
 
 def dispatcher(ctx: Context, s3_queue: Queue) -> None:
     """Producer: admit each file and put it on the S3 queue (an abort cancels what is left)."""
+    me = ctx.worker(Stage.DISPATCH)
     with closing(ctx.admitted()) as admitted:
         for record in admitted:
-            _put(ctx, s3_queue, record)
-    _check_out(ctx, None, s3_queue, Stage.DISPATCH)
+            _put(s3_queue, record)
+    _check_out(ctx, me, None, s3_queue)
 
 
 def s3_uploader(index: int, ctx: Context, s3_queue: Queue, api_queue: Queue) -> None:
     """Consumer/producer: copy each file, pass it on; return on the pill."""
-    name = worker_name(Stage.S3, index)
-    clock = ctx.timeline.worker(name, Stage.S3)
+    me = ctx.worker(Stage.S3, index)
     while True:
-        try:
-            record = s3_queue.get()
-        except STREAM_END:
-            record = PILL
+        record = _get(ctx, me, s3_queue)
         if record is PILL:
-            clock.pill()
-            ctx.events.s3_done(name)
-            return _check_out(ctx, s3_queue, api_queue, Stage.S3)
-        if ctx.take(Stage.S3, index, clock, record):
-            _wait_through(ctx, s3_copy(record, ctx.plan, ctx.events, name))
-            clock.end(record)
-            _put(ctx, api_queue, record)
-        _done(ctx, s3_queue)
+            return _check_out(ctx, me, s3_queue, api_queue)
+        if ctx.take(me, record):
+            _wait_through(ctx, s3_copy(record, ctx.plan, me.name))
+            _put(api_queue, ctx.release(me, record))
 
 
 def api_uploader(index: int, ctx: Context, api_queue: Queue, verify_queue: Queue) -> None:
     """Consumer/producer: upload each file's metadata, pass it on; return on the pill."""
-    name = worker_name(Stage.API, index)
-    clock = ctx.timeline.worker(name, Stage.API)
+    me = ctx.worker(Stage.API, index)
     while True:
-        try:
-            record = api_queue.get()
-        except STREAM_END:
-            record = PILL
+        record = _get(ctx, me, api_queue)
         if record is PILL:
-            clock.pill()
-            ctx.events.api_done(name)
-            return _check_out(ctx, api_queue, verify_queue, Stage.API)
-        if ctx.take(Stage.API, index, clock, record):
-            _wait_through(ctx, api_upload(record, ctx.plan, ctx.events, name))
-            clock.end(record)
-            _put(ctx, verify_queue, record)
-        _done(ctx, api_queue)
+            return _check_out(ctx, me, api_queue, verify_queue)
+        if ctx.take(me, record):
+            _wait_through(ctx, api_upload(record, ctx.plan, me.name))
+            _put(verify_queue, ctx.release(me, record))
 
 
 def verifier(ctx: Context, verify_queue: Queue) -> None:
     """Consumer: the single aggregator; records every verdict in the ledger."""
-    clock = ctx.timeline.worker("Verifier", Stage.VERIFY)
+    me = ctx.worker(Stage.VERIFY)
     while True:
-        try:
-            record = verify_queue.get()
-        except STREAM_END:
-            record = PILL
+        record = _get(ctx, me, verify_queue)
         if record is PILL:
-            clock.pill()
-            return
-        ctx.verify(clock, record)
-        _done(ctx, verify_queue)
+            return _check_out(ctx, me, verify_queue, None)
+        ctx.verify(me, record)
 
 
 def coordinator(ctx: Context, queues: list[Queue], stages: list[list[Worker]]) -> None:
-    """The tutorial's shutdown: wait for every producer of a queue, then end its stream - by
-    default one pill per consumer; ``--shutdown`` picks another strategy (common/shutdown.py)."""
-    for queue_, producers, consumers, stage in zip(queues, stages, stages[1:], (Stage.S3, Stage.API, Stage.VERIFY)):
-        _join(ctx, producers, queues, stages)
-        if ctx.shutdown.coordinator_ends(stage):
-            _end_stream(ctx, queue_, stage, consumers, queues, stages)
-    _join(ctx, stages[-1], queues, stages)
+    """The tutorial's shutdown, stage by stage: wait for every producer of a queue, then end its
+    stream - one pill per consumer unless ``--shutdown`` says otherwise (common/shutdown.py)."""
+    s3_queue, api_queue, verify_queue = queues
+    dispatchers, s3_uploaders, api_uploaders, verifiers = stages
+    tend = partial(_tend, ctx, queues, stages)  # what every wait also does: signals, deaths, aborts
+    _join(dispatchers, tend)
+    _end_stream(ctx, s3_queue, Stage.S3, s3_uploaders, tend)
+    _join(s3_uploaders, tend)
+    _end_stream(ctx, api_queue, Stage.API, api_uploaders, tend)
+    _join(api_uploaders, tend)
+    _end_stream(ctx, verify_queue, Stage.VERIFY, verifiers, tend)
+    _join(verifiers, tend)
 
 
 def pipeline(ctx: Context) -> None:
@@ -108,113 +95,111 @@ def pipeline(ctx: Context) -> None:
     s3_queue, api_queue, verify_queue = queues = [Queue(size), Queue(size), Queue(size)]
     with _signals(ctx):
         stages = [
-            [_start(ctx, Stage.DISPATCH, "Dispatcher", dispatcher, ctx, s3_queue)],
-            [_start(ctx, Stage.S3, worker_name(Stage.S3, i), s3_uploader, i, ctx, s3_queue, api_queue)
+            [_start(ctx, Stage.DISPATCH, 1, dispatcher, ctx, s3_queue)],
+            [_start(ctx, Stage.S3, i, s3_uploader, i, ctx, s3_queue, api_queue)
              for i in range(1, ctx.config.s3_workers + 1)],
-            [_start(ctx, Stage.API, worker_name(Stage.API, i), api_uploader, i, ctx, api_queue, verify_queue)
+            [_start(ctx, Stage.API, i, api_uploader, i, ctx, api_queue, verify_queue)
              for i in range(1, ctx.config.api_workers + 1)],
-            [_start(ctx, Stage.VERIFY, "Verifier", verifier, ctx, verify_queue)],
+            [_start(ctx, Stage.VERIFY, 1, verifier, ctx, verify_queue)],
         ]
         coordinator(ctx, queues, stages)
 
 
 def run(config: Config) -> Report:
     """Run the whole pipeline; every file ends in exactly one terminal state."""
-    ctx = Context(config, VARIANT, threading.Lock())
-    ctx.waker = threading.Event()  # set on abort: wakes every cooperative wait
+    ctx = Context(config.for_variant(VARIANT), VARIANT, threading.Lock(), threading.Event())
     pipeline(ctx)
     return ctx.report()
 
 
-# The concurrency primitives ----------------------------------------------------------
-def _start(ctx: Context, stage: Stage, name: str, target: Callable[..., None], *args: Any) -> Worker:
+# The concurrency primitives ----------------------------------------------------------------
+def _start(ctx: Context, stage: Stage, index: int, target: Callable[..., None], *args: Any) -> Worker:
+    name = worker_name(stage, index)
     worker = Worker(target=_guarded, args=(ctx, stage, name, target, args), name=name, daemon=True)
     worker.start()
     return worker
 
 
-def _guarded(ctx: Context, stage: Stage, name: str, target: Callable[..., None], args: tuple) -> None:
-    """A worker's whole life: an error in its loop is data for the coordinator, never a dead thread
-    that nobody notices."""
+def _guarded(ctx: Context, stage: Stage, name: str, target: Callable[..., None], args: tuple[Any, ...]) -> None:
+    """A worker's whole life: an error in its loop is data for the coordinator, never a dead
+    thread that nobody notices."""
     try:
         target(*args)
     except Aborted:
         pass
     except BaseException as exc:  # noqa: BLE001 - reported through the ledger and WorkerCrashes
-        ctx.worker_died(stage, name, exc)
-        return
+        return ctx.worker_died(stage, name, exc)
     ctx.exited(name)
 
 
+def _get(ctx: Context, me: WorkerClock, queue_: Queue) -> Message:
+    """The next message; a queue that was shut down (``--shutdown queue-shutdown``) reads as the pill."""
+    if ctx.idle(me):
+        queue_.task_done()
+    try:
+        return queue_.get()
+    except STREAM_END:
+        return PILL
+
+
+def _put(queue_: Queue, message: Message) -> None:
+    """Put; a full queue never blocks forever: the coordinator empties the queue of a dead stage,
+    and every queue on an abort."""
+    queue_.put(message)
+
+
 def _wait_through(ctx: Context, steps: Iterator[float]) -> None:
-    """Do the waiting a stage asks for; cooperative, so an abort wakes it at once."""
+    """Do the waiting a stage asks for on the run's wake-up event, so an abort ends it at once."""
     for delay in steps:
-        if ctx.waker.wait(None if delay == HANG else delay):
+        if ctx.wakeup.wait(None if delay == HANG else delay):
             raise Aborted
 
 
-def _put(ctx: Context, queue_: Queue, item: FileRecord | object) -> None:
-    """Put, giving up only when the run aborts (a full queue must never block forever)."""
-    while True:
-        try:
-            return queue_.put(item, timeout=POLL)
-        except queue.Full:
-            if ctx.aborting:
-                raise Aborted from None
+def _check_out(ctx: Context, me: WorkerClock, inbox: Queue | None, outbox: Queue | None) -> None:
+    """A worker leaves: put its pill back for a sibling (relay), or - the last one out under
+    last-out - put the next stage's pills itself."""
+    relay, pills = ctx.check_out(me)
+    if relay and inbox is not None:
+        _put(inbox, PILL)
+    for _ in range(pills if outbox is not None else 0):
+        _put(outbox, PILL)
 
 
-def _end_stream(ctx: Context, queue_: Queue, stage: Stage, consumers: list[Worker], queues: list[Queue],
-                stages: list[list[Worker]]) -> None:
-    """End ``stage``'s input stream by the run's strategy (common/shutdown.py), tending meanwhile
-    as ``_join`` does, so a worker that dies meanwhile never leaves a pill that nobody takes."""
-    ctx.timeline.pills_sent(stage)
-    if ctx.shutdown.strategy == "queue-shutdown":
+def _end_stream(ctx: Context, queue_: Queue, stage: Stage, consumers: list[Worker], tend: Callable[[], None]) -> None:
+    """End ``stage``'s input stream the run's way; tend while a full queue makes it wait, so a
+    consumer that dies meanwhile never leaves a pill that nobody takes."""
+    if ctx.end_stream(stage) == "queue-shutdown":
         return queue_.shutdown()
-    sent = 0
-    while sent < ctx.shutdown.pills_for(ctx.alive(stage)) and not ctx.aborting:
+    pills, sent = ctx.pills_for(stage, _live(consumers)), 0
+    while sent < pills and not ctx.aborting:
         try:
             queue_.put(PILL, timeout=POLL)
             sent += 1
         except queue.Full:
-            _tend(ctx, queues, stages)
+            tend()
 
 
-def _check_out(ctx: Context, inbox: Queue | None, outbox: Queue, stage: Stage) -> None:
-    """A producer leaves: relay its pill to a sibling, or - the last one out under last-out - put
-    the next stage's pills itself."""
-    if ctx.shutdown.relay and inbox is not None:
-        _put(ctx, inbox, PILL)
-    next_stage = ctx.shutdown.check_out(stage)
-    if next_stage is not None:
-        ctx.timeline.pills_sent(next_stage)
-        for _ in range(ctx.alive(next_stage)):
-            _put(ctx, outbox, PILL)
+def _live(workers: list[Worker]) -> int:
+    return sum(worker.is_alive() for worker in workers)
 
 
-def _done(ctx: Context, queue_: Queue) -> None:
-    """Under ``cancel`` every item is marked done, for ``queue.join()``."""
-    if ctx.shutdown.marks_done:
-        queue_.task_done()
-
-
-def _join(ctx: Context, workers: list[Worker], queues: list[Queue], stages: list[list[Worker]]) -> None:
+def _join(workers: list[Worker], tend: Callable[[], None]) -> None:
     """Wait for ``workers`` to exit, tending to signals, dead stages and aborts meanwhile."""
     for worker in workers:
         while worker.is_alive():
             worker.join(POLL)
-            _tend(ctx, queues, stages)
-    _tend(ctx, queues, stages)
+            tend()
+    tend()
 
 
 def _tend(ctx: Context, queues: list[Queue], stages: list[list[Worker]]) -> None:
-    ctx.grace_expired()
-    if ctx.aborting:
-        ctx.waker.set()
-    for queue_, stage, consumers in zip(queues, (Stage.S3, Stage.API, Stage.VERIFY), stages[1:]):
-        if ctx.aborting or stage in ctx.dead_stages:
+    """Look at the grace period; empty the queue of a dead stage; on an abort, pill the idle."""
+    ctx.tend()
+    for queue_, stage, consumers in zip(queues, list(Stage)[1:], stages[1:]):
+        if ctx.must_drain(stage):
             _drain(ctx, queue_, stage)
         if ctx.aborting:
-            for _ in range(sum(w.is_alive() for w in consumers)):
+            for _ in range(_live(consumers)):
                 try:
                     queue_.put_nowait(PILL)
                 except queue.Full:
