@@ -1,14 +1,22 @@
-"""The one command-line runner every variant's ``__main__`` uses: parse, run, print, exit."""
+"""The one command-line runner every variant's ``__main__`` uses: parse, run, print, exit.
+
+The report always gets out or says why not: a report that cannot be written to stdout (closed,
+``/dev/full``, an I/O error) is said in one line on stderr, with the run's own exit code, and the
+process exits 74 (``EXIT_OUTPUT``, sysexits' EX_IOERR) instead.  The one exception is a reader that
+closed the pipe early (``| head``): it chose to stop reading, so the run's own code stands (and
+stderr says the report was not written).
+"""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
-from typing import Callable, Sequence
+from typing import Callable, NoReturn, Sequence, TextIO
 
 from .config import Config, UsageError, parse_config, usage_exit
 from .context import WorkerCrashes
-from .events import Events
+from .events import describe, say, write
 from .report import Report
 from .source import open_input
 
@@ -17,8 +25,11 @@ Migrate files through a four-stage pipeline - Dispatcher -> S3 uploaders -> API 
 Verifier - with simulated, deterministic latencies, and print the verification report.
 With no flags: the tutorial's run (8 files, 3 S3 workers, 2 API workers, real latencies)."""
 
-EXIT_OK, EXIT_FILES_FAILED, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 70
+EXIT_OK, EXIT_FILES_FAILED, EXIT_USAGE, EXIT_INTERNAL, EXIT_OUTPUT = 0, 1, 2, 70, 74
 EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
+MEANING = {EXIT_OK: "every file succeeded", EXIT_FILES_FAILED: "some file did not succeed",
+           EXIT_INTERNAL: "a stage died", 130: "stopped by SIGINT", 143: "stopped by SIGTERM"}
+READER_GONE = "the reader closed the pipe"
 
 
 def exit_code(report: Report) -> int:
@@ -33,6 +44,7 @@ def exit_code(report: Report) -> int:
 
 def main(run: Callable[[Config], Report], prog: str, argv: Sequence[str] | None = None) -> int:
     """Run one variant from the command line; returns the exit code."""
+    module = sys.modules.get(getattr(run, "__module__", ""))
     config = parse_config(argv, prog, DESCRIPTION)
     if config.input is not None and config.input != "-":
         try:
@@ -40,7 +52,7 @@ def main(run: Callable[[Config], Report], prog: str, argv: Sequence[str] | None 
         except OSError as exc:
             usage_exit(prog, str(exc))
     held: list[str] = []
-    if getattr(sys.modules.get(getattr(run, "__module__", "")), "HANDLES_SIGNALS", False):
+    if getattr(module, "HANDLES_SIGNALS", False):
         _hold_signals(held)  # the run saves these and restores them: no unguarded moment after it
     try:
         report = run(config)
@@ -50,22 +62,74 @@ def main(run: Callable[[Config], Report], prog: str, argv: Sequence[str] | None 
         usage_exit(prog, str(exc))
     finally:
         _hold_signals(held)
-    out = Events(sys.stdout)
-    out.emit(report.to_json() if config.json else report.format())
+    code = deliver(report, config.json, prog, exit_code(report))
     if held:
-        Events(sys.stderr).notice(f"{prog}: {', '.join(held)} arrived outside the run: ignored")
-    return exit_code(report)
+        say(f"{prog}: {', '.join(held)} arrived outside the run: ignored")
+    return code
 
 
-def entry(run: Callable[[Config], Report], prog: str) -> None:
-    """``python -m <variant>``: exit with the run's code, whatever happened to stdout."""
-    code = main(run, prog)
+def deliver(report: Report, as_json: bool, prog: str, code: int) -> int:
+    """Write the report on stdout and return the exit code: ``code``, or ``EXIT_OUTPUT`` when the
+    report could not be written (said on stderr, with ``code``)."""
+    problem = write_report(sys.stdout, report, as_json)
+    if problem is None:
+        return code
+    if problem == READER_GONE:
+        say(f"{prog}: the report was not written: {READER_GONE} (exit code {code} is the run's)")
+        return code
+    say(f"{prog}: error: the report could not be written to stdout ({problem}); "
+        f"the run itself ended with exit code {code} ({MEANING.get(code, 'see --help')})")
+    return EXIT_OUTPUT
+
+
+def write_report(stream: TextIO | None, report: Report, as_json: bool) -> str | None:
+    """Write the report (text or JSON) on ``stream``; None when it got out, else why not.  On a
+    stream whose encoding cannot hold a name, JSON is written with ``\\uXXXX`` escapes (still JSON)
+    and text with backslash escapes."""
+    if stream is None:
+        return "stdout is closed"
+    text = report.to_json() if as_json else report.format()
+    if as_json and not _encodable(text, getattr(stream, "encoding", None)):
+        text = json.dumps(report.to_dict(), ensure_ascii=True)
+    try:
+        write(stream, text + "\n")
+    except BrokenPipeError:
+        return READER_GONE
+    except (OSError, ValueError) as exc:
+        return describe(exc)
+    return None
+
+
+def _encodable(text: str, encoding: str | None) -> bool:
+    try:
+        text.encode(encoding or "utf-8")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
+def entry(run: Callable[[Config], Report], prog: str, argv: Sequence[str] | None = None) -> NoReturn:
+    """``python -m <variant>`` and ``pillpipe run VARIANT``: run, then exit with the code."""
+    finish(main(run, prog, argv))
+
+
+def finish(code: int) -> NoReturn:
+    """Exit with ``code``, whatever happened to stdout: what is still buffered is flushed now, and if
+    that fails (the reader left, a full disk), stdout is pointed at /dev/null so the interpreter's
+    own flush at exit neither prints a traceback nor changes the code."""
     for sig in (signal.SIGINT, signal.SIGTERM):  # the report is out: a signal now must not turn
         signal.signal(sig, signal.SIG_IGN)       # the exit into a death by signal during shutdown
-    try:
-        sys.stdout.flush()
-    except (BrokenPipeError, ValueError, OSError):
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    stream = sys.stdout
+    if stream is not None:
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, stream.fileno())
+                os.close(devnull)
+            except (OSError, ValueError):
+                pass
     raise SystemExit(code)
 
 

@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import NoReturn, Sequence
 
-from .events import Events
+from .events import Events, say
 from .faults import FaultPlan, FaultSpecError
 from .shutdown import DEFAULT as DEFAULT_SHUTDOWN, STRATEGIES, unsupported
 from .stages import StagePlan
@@ -137,8 +137,12 @@ fault specs (--fault, repeatable; deterministic):
   verifier:after=N:crash          the verifier dies after verifying N files
 
 exit codes: 0 every file succeeded, 1 some file did not, 2 bad usage, 70 internal error
-(a stage died), 130 SIGINT, 143 SIGTERM.  First Ctrl-C drains (files already started
+(a stage died), 74 the report could not be written to stdout (said on stderr, with the run's
+own code), 130 SIGINT, 143 SIGTERM.  First Ctrl-C drains (files already started
 finish, the rest are cancelled); a second one aborts.
+
+output: event lines use emoji markers; plain ASCII ones where stdout cannot encode them, or with
+NO_COLOR set (or TERM=dumb on a terminal).  Nothing depends on stdout being a terminal.
 """
 
 
@@ -213,5 +217,5 @@ def parse_config(argv: Sequence[str] | None, prog: str, description: str = "") -
 
 
 def usage_exit(prog: str, message: str) -> NoReturn:
-    sys.stderr.write(f"{prog}: error: {message}\n")
+    say(f"{prog}: error: {message}")
     raise SystemExit(2)
