@@ -11,8 +11,9 @@ usage: python -m benchmarks [--quick] [--out DIR] [--only SCENARIO ...]   the be
 """
 
 
-def main(argv: Sequence[str]) -> int:
-    """``argv[0]`` is ``compare`` or ``bench``; the rest are that command's flags."""
+def main(argv: Sequence[str], prog: str | None = None) -> int:
+    """``argv[0]`` is ``compare`` or ``bench``; the rest are that command's flags.  ``prog`` names the
+    command in its usage (``pillpipe bench``; default ``python -m benchmarks``)."""
     args = list(argv)
     command = args.pop(0) if args and args[0] in ("compare", "bench") else "bench"
     if command == "compare":
@@ -21,7 +22,7 @@ def main(argv: Sequence[str]) -> int:
         return compare_main(args)
     from .scenarios import main as bench_main
 
-    return bench_main(args)
+    return bench_main(args, prog or "python -m benchmarks")
 
 
 def console() -> None:

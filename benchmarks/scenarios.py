@@ -468,8 +468,8 @@ def make_plots(res: dict[str, Any], out: Path) -> list[Path]:
 
 
 # The command -----------------------------------------------------------------------------------
-def main(argv: Sequence[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks", description="The benchmark scenarios; every "
+def main(argv: Sequence[str], prog: str = "python -m benchmarks") -> int:
+    p = argparse.ArgumentParser(prog=prog, description="The benchmark scenarios; every "
                                 "measurement in a fresh process.  See also: python -m benchmarks compare.")
     p.add_argument("--quick", action="store_true", help="a reduced set, under a minute (CI smoke test)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory (default %(default)s)")

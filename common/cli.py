@@ -43,9 +43,10 @@ def exit_code(report: Report) -> int:
 
 
 def main(run: Callable[[Config], Report], prog: str, argv: Sequence[str] | None = None) -> int:
-    """Run one variant from the command line; returns the exit code."""
+    """Run one variant from the command line; returns the exit code.  A flag that does not apply to
+    the variant (``VARIANT`` of ``run``'s module) is a usage error before anything runs."""
     module = sys.modules.get(getattr(run, "__module__", ""))
-    config = parse_config(argv, prog, DESCRIPTION)
+    config = parse_config(argv, prog, DESCRIPTION, getattr(module, "VARIANT", None))
     if config.input is not None and config.input != "-":
         try:
             open_input(config.input, config.input_format)[0].close()

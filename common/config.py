@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib.util
 import math
-import sys
 from dataclasses import dataclass, field
-from typing import NoReturn, Sequence
+from typing import Any, Callable, Iterable, NoReturn, Sequence
 
 from .events import Events, say
 from .faults import FaultPlan, FaultSpecError
@@ -106,6 +106,38 @@ class Config:
 BACKENDS = ("asyncio", "trio")  # event loops the anyio variant runs on
 LOOPS = ("asyncio", "uvloop")  # event loops the asyncio variant runs on
 
+# The flags that shape one concurrency model only: flag -> the variants it applies to.  A value other
+# than the default on any other variant is a usage error (``applicable``): one rule for all of them.
+MODEL_FLAGS: dict[str, tuple[str, ...]] = {
+    "shutdown": ("threaded", "asyncio"),
+    "loop": ("asyncio",),
+    "backend": ("anyio",),
+}
+_WHY_NOT = {  # what a variant does instead, said after the rule
+    ("shutdown", "anyio"): "anyio ends a stream by closing its last send clone",
+    ("shutdown", "sequential"): "the sequential reference has no streams to end",
+}
+
+
+def applicable(config: Config, variant: str) -> str | None:
+    """Why ``config`` cannot run on ``variant`` as one sentence - a model's flag given to another
+    model, or a strategy this variant or interpreter cannot run - or None when it can.  The command
+    line checks it before a run starts, for every variant alike."""
+    base = variant.partition("-")[0]  # "anyio-trio" is the anyio variant
+    for name, variants in MODEL_FLAGS.items():
+        value = getattr(config, name)
+        if base not in variants and value != Config.__dataclass_fields__[name].default:
+            why = _WHY_NOT.get((name, base))
+            return (f"--{name} {value} applies to the {' and '.join(variants)} "
+                    f"variant{'s' if len(variants) > 1 else ''} only{f': {why}' if why else ''}")
+    return unsupported(config.shutdown, base, config.loop)
+
+
+def suggestion(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'threaded'?)`` for a close misspelling of one of ``choices``, else ``""``."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
 
 def _finite(value: float) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
@@ -121,11 +153,32 @@ def _number(text: str) -> float:
     return value
 
 
+def _one_of(choices: Sequence[str]) -> Callable[[str], str]:
+    """argparse ``choices``, but a wrong value gets a suggestion when it is a close misspelling."""
+
+    def check(text: str) -> str:
+        if text not in choices:
+            raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(choices)}{suggestion(text, choices)}")
+        return text
+
+    return check
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr (no usage dump) and exit code 2."""
+    """argparse, but a usage error is one line on stderr (no usage dump) and exit code 2, and an
+    unknown flag that is a close misspelling of a known one gets a suggestion."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> argparse.Namespace:  # type: ignore[override]
+        ns, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            flags = [option for option in self._option_string_actions if option.startswith("--")]
+            hints = [f"{arg}{suggestion(arg.partition('=')[0], flags) if arg.startswith('-') else ''}"
+                     for arg in unknown]
+            self.error(f"unrecognized arguments: {' '.join(hints)}")
+        return ns
 
 
 EPILOG = """\
@@ -146,9 +199,17 @@ NO_COLOR set (or TERM=dumb on a terminal).  Nothing depends on stdout being a te
 """
 
 
-def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
+def build_parser(prog: str, description: str, variant: str | None = None) -> argparse.ArgumentParser:
+    """The flags of a run.  For one ``variant``, the help leaves out the flags of other models (they
+    are still parsed, and ``applicable`` rejects them in one line)."""
     p = _Parser(prog=prog, description=description, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     d = Config()
+
+    def model_help(name: str, text: str) -> str:
+        if variant is not None and variant.partition("-")[0] not in MODEL_FLAGS[name]:
+            return argparse.SUPPRESS
+        return text
+
     w = p.add_argument_group("workload")
     w.add_argument("--files", type=int, default=d.files, metavar="N", help="files to migrate (default %(default)s)")
     w.add_argument("--seed", type=int, default=d.seed, metavar="N",
@@ -168,15 +229,16 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
                    help="seconds per API upload (default 1 2)")
     s.add_argument("--time-scale", type=_number, default=d.time_scale, metavar="F",
                    help="multiplies every latency and backoff; 0 = no waiting (default %(default)s)")
-    s.add_argument("--shutdown", choices=STRATEGIES, default=d.shutdown, metavar="STRATEGY",
-                   help="how a stage learns its input has ended: pills (the tutorial's coordinator), relay, "
-                        "last-out, queue-shutdown (Python 3.13+), cancel (asyncio only); threaded and asyncio "
-                        "variants (default %(default)s)")
-    s.add_argument("--loop", choices=LOOPS, default=d.loop,
-                   help="event loop of the asyncio variant only; uvloop needs the uvloop extra (default %(default)s)")
-    s.add_argument("--backend", choices=BACKENDS, default=d.backend,
-                   help="event loop of the anyio variant only (the others ignore it); trio needs the trio "
-                        "extra (default %(default)s)")
+    s.add_argument("--shutdown", type=_one_of(STRATEGIES), default=d.shutdown, metavar="STRATEGY",
+                   help=model_help("shutdown", "how a stage learns its input has ended: pills (the tutorial's "
+                                   "coordinator), relay, last-out, queue-shutdown (Python 3.13+), cancel (asyncio "
+                                   "only); threaded and asyncio variants only (default %(default)s)"))
+    s.add_argument("--loop", type=_one_of(LOOPS), default=d.loop, metavar="{asyncio,uvloop}",
+                   help=model_help("loop", "event loop of the asyncio variant only; uvloop needs the uvloop "
+                                   "extra: pip install 'pillpipe[uvloop]' (default %(default)s)"))
+    s.add_argument("--backend", type=_one_of(BACKENDS), default=d.backend, metavar="{asyncio,trio}",
+                   help=model_help("backend", "event loop of the anyio variant only; trio needs the trio "
+                                   "extra: pip install 'pillpipe[trio]' (default %(default)s)"))
     f = p.add_argument_group("failures")
     f.add_argument("--fail-rate", type=_number, default=d.fail_rate, metavar="P",
                    help="probability that one copy or upload attempt fails (default %(default)s)")
@@ -192,7 +254,8 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     o = p.add_argument_group("output")
     o.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout "
                                                       "(event lines go to stderr)")
-    o.add_argument("--details", action="store_true", help="include per-file outcomes in the JSON report")
+    o.add_argument("--details", action="store_true", help="per-file outcomes: a table after the text report, "
+                                                         "or a 'files' list in the JSON one")
     o.add_argument("--quiet", action="store_true", help="no event lines (what happens to the run itself - draining, aborting, a dead worker - still goes to stderr)")
     o.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
     return p
@@ -206,14 +269,19 @@ def config_from_args(ns: argparse.Namespace) -> Config:
     return Config(**fields)
 
 
-def parse_config(argv: Sequence[str] | None, prog: str, description: str = "") -> Config:
-    parser = build_parser(prog, description)
+def parse_config(argv: Sequence[str] | None, prog: str, description: str = "", variant: str | None = None) -> Config:
+    """Parse a run's flags; with ``variant``, also reject (one line, exit 2) a flag that does not
+    apply to it."""
+    parser = build_parser(prog, description, variant)
     ns = parser.parse_args(argv)
     try:
-        return config_from_args(ns)
+        config = config_from_args(ns)
     except UsageError as exc:
         parser.error(str(exc))
-    raise AssertionError("unreachable")  # pragma: no cover
+    problem = applicable(config, variant) if variant is not None else None
+    if problem is not None:
+        parser.error(problem)
+    return config
 
 
 def usage_exit(prog: str, message: str) -> NoReturn:

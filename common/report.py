@@ -68,5 +68,37 @@ class Report:
         if self.stopped_by:
             lines.append(f"Stopped by: {self.stopped_by}")
         lines += [f"Error: {e}" for e in self.errors]
+        if self.files is not None:  # --details
+            lines += ["", *self.details_table()]
         lines += ["", "=== Pipeline complete ==="]
         return "\n".join(lines)
+
+    def details_table(self) -> list[str]:
+        """``--details`` in the text report: one row per file (rejected input records too), in id order."""
+        if not self.files:
+            return ["No files."]
+        head = ("id", "name", "outcome", "s3 tries", "api tries", "error")
+        rows = [tuple(_cell(f.get(key)) for key in ("id", "name", "outcome", "s3_attempts", "api_attempts"))
+                + (_error(f),) for f in self.files]
+        widths = [max(len(row[i]) for row in (head, *rows)) for i in range(len(head) - 1)]
+        right = (True, False, False, True, True)  # numbers align right
+
+        def line(row: tuple[str, ...]) -> str:
+            cells = [c.rjust(w) if r else c.ljust(w) for c, w, r in zip(row, widths, right)]
+            return "  ".join([*cells, row[-1]]).rstrip()
+
+        return [line(head), *map(line, rows)]
+
+
+def _error(file: dict[str, Any]) -> str:
+    error = "" if file.get("error") is None else _cell(file["error"])
+    return f"{file['failed_stage']}: {error}" if file.get("failed_stage") else error
+
+
+def _cell(value: Any) -> str:
+    """A table cell on one line: ``-`` for nothing; a name with control characters or lone
+    surrogates is shown escaped, so one hostile name cannot break the table (or the stream)."""
+    if value is None:
+        return "-"
+    text = str(value)
+    return text if text.isprintable() else text.encode("unicode_escape", "backslashreplace").decode("ascii")
