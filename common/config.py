@@ -96,8 +96,8 @@ class Config:
                          events if events is not None else Events(None))
 
     def for_variant(self, variant: str) -> "Config":
-        """This config, checked for what ``variant`` can run here (a strategy, an event loop)."""
-        problem = unsupported(self.shutdown, variant, self.loop)
+        """This config, checked for what ``variant`` can run here (``applicable``)."""
+        problem = applicable(self, variant)
         if problem is not None:
             raise UsageError(problem)
         return self
