@@ -1,0 +1,289 @@
+"""The queues between stages on Redis, for threads: ``redis.Redis`` (one client, shared by threads).
+
+Read it beside ``asyncio_version/broker.py``: the same names in the same order; only the waiting
+differs.  Key names, message bytes, Lua scripts and lease rules come from ``common/broker.py``.
+
+    broker = connect("redis://127.0.0.1:6379/0", run="r1")
+    outbox = broker.queue(Stage.S3, maxsize=100)            # put side: put(), put_nowait()
+    inbox = broker.consumer(Stage.S3, "S3-Worker-1")        # registered: get(), task_done(), leave()
+    with Heartbeat(broker):                                 # renews the leases, reclaims the dead's
+        record = inbox.get()                                # moved into this worker's processing list
+        ...                                                 # work it, pass it on
+        inbox.task_done()                                   # the ack: LREM from the processing list
+    inbox.leave()
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator
+
+import redis
+from redis.retry import Retry
+from redis.backoff import EqualJitterBackoff
+
+from pillpipe.common.broker import (
+    MARGIN, PILL_BYTES, RETRIES, SCRIPTS, STAGES, TTL, Backlog, BrokerError, Keys, LeaseLost, block_for, check_url,
+    commit_args, counts_of, decode, encode, full_backoff, heartbeat_every, lease_lost, row_of, shown,
+    socket_timeout, sorted_rows, worker_id)
+from pillpipe.common.config import UsageError
+from pillpipe.common.model import Message, Stage
+
+Full, Empty = queue.Full, queue.Empty  # what queue.Queue raises: the same surface
+
+
+def connect(url: str, run: str, *, ttl: float = TTL, prefix: str = "pillpipe") -> "Broker":
+    """A broker for run ``run`` at ``url``, checked with a PING; a bad URL is a UsageError, a broker
+    that cannot be reached (or is older than Redis 6.2) a BrokerError - one line each."""
+    keys = Keys(run, prefix)
+    try:
+        client = redis.Redis.from_url(check_url(url), socket_timeout=socket_timeout(), socket_connect_timeout=MARGIN,
+                                      retry=Retry(EqualJitterBackoff(cap=0.5, base=0.05), RETRIES))
+    except ValueError as exc:
+        raise UsageError(f"--broker {url!r}: {exc}") from None
+    broker = Broker(client, url, keys, ttl)
+    try:
+        with _errors(url):
+            version = client.info("server").get("redis_version", "0")
+        broker.check_version(str(version))
+    except BaseException:
+        client.close()
+        raise
+    return broker
+
+
+class Broker:
+    """One client's view of a run on the broker: its queues, its consumers' leases, its ledger."""
+
+    def __init__(self, client: redis.Redis, url: str, keys: Keys, ttl: float = TTL) -> None:
+        self.client, self.url, self.keys, self.ttl = client, url, keys, ttl
+        self.scripts = {name: client.register_script(text) for name, text in SCRIPTS.items()}
+        self.ledger = RedisLedger(self)
+        self.members: dict[Stage, set[str]] = {}  # this process's registered consumers, by stage
+        self.lost: set[str] = set()  # consumers whose lease ran out under them
+        self._lock = threading.Lock()
+
+    def check_version(self, version: str) -> None:
+        if tuple(int(p) for p in version.split(".")[:2] if p.isdigit()) < (6, 2):
+            raise BrokerError(f"broker {shown(self.url)}: Redis {version} is too old (LMOVE needs 6.2 or later)")
+
+    def queue(self, stage: Stage, maxsize: int = 0) -> "BrokerQueue":
+        """``stage``'s input queue, put side only (a producer, or a coordinator putting pills)."""
+        return BrokerQueue(self, stage, maxsize)
+
+    def consumer(self, stage: Stage, name: str, maxsize: int = 0) -> "BrokerQueue":
+        """Register worker ``name`` (its lease starts now) and return its own view of the queue."""
+        worker = worker_id(name)
+        self.call("register", [self.keys.workers(stage)], [int(self.ttl * 1000), worker])
+        with self._lock:
+            self.members.setdefault(stage, set()).add(worker)
+        return BrokerQueue(self, stage, maxsize, worker)
+
+    def forget(self, stage: Stage, worker: str) -> None:
+        """``worker`` left: its lease is no longer this process's to renew."""
+        with self._lock:
+            self.members.get(stage, set()).discard(worker)
+
+    def live(self, stage: Stage) -> int:
+        """How many consumers of ``stage`` hold a lease that has not run out (on any machine)."""
+        return int(self.call("live", [self.keys.workers(stage)], []))
+
+    def backlog(self, stage: Stage) -> Backlog:
+        return Backlog(*self.call("backlog", self._stage_keys(stage), self._stage_args(stage)))
+
+    def end_stream(self, stage: Stage) -> int:
+        """Put one pill for each live consumer that has none coming; returns how many were put.
+        Call it again while consumers remain: a late joiner gets its pill, a dead one none."""
+        return int(self.call("end_stream", self._stage_keys(stage), self._stage_args(stage)))
+
+    def renew(self) -> list[str]:
+        """Extend the lease of every consumer this process registered; returns those already lost."""
+        with self._lock:
+            members = {stage: sorted(workers) for stage, workers in self.members.items() if workers}
+        lost: list[str] = []
+        for stage, workers in members.items():
+            gone = self.call("renew", [self.keys.workers(stage)], [int(self.ttl * 1000), *workers])
+            lost += [w.decode() for w in gone]
+        self.lost.update(lost)
+        return lost
+
+    def reclaim(self, stages: Iterable[Stage] = STAGES) -> tuple[int, int]:
+        """Give back what expired consumers held; returns (consumers reclaimed, records requeued)."""
+        dead = requeued = 0
+        for stage in stages:
+            workers, records = self.call("reclaim", self._stage_keys(stage), self._stage_args(stage))
+            dead, requeued = dead + workers, requeued + records
+        return dead, requeued
+
+    def clear(self) -> int:
+        """Delete every key of the run; returns how many there were."""
+        with _errors(self.url):
+            keys = list(self.client.scan_iter(match=self.keys.pattern, count=1000))
+            return int(self.client.delete(*keys)) if keys else 0
+
+    def close(self) -> None:
+        self.client.close()
+
+    def call(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        """Run one of the core's Lua scripts (EVALSHA, loaded again after a broker restart)."""
+        with _errors(self.url):
+            return self.scripts[script](keys=keys, args=args)
+
+    def _stage_keys(self, stage: Stage) -> list[str]:
+        return [self.keys.workers(stage), self.keys.queue(stage)]
+
+    def _stage_args(self, stage: Stage) -> list[Any]:
+        return [self.keys.processing(stage), PILL_BYTES]
+
+
+class BrokerQueue:
+    """A stage's queue on the broker with ``queue.Queue``'s surface: ``put``/``get`` (plus the
+    ``_nowait`` forms, raising ``Full``/``Empty``) and ``task_done``, which is the ack."""
+
+    def __init__(self, broker: Broker, stage: Stage, maxsize: int = 0, worker: str | None = None) -> None:
+        self.broker, self.stage, self.maxsize, self.worker = broker, stage, maxsize, worker
+        self.key = broker.keys.queue(stage)
+        self.processing = broker.keys.processing(stage, worker) if worker is not None else None
+        self.held: bytes | None = None  # the item taken and not yet acked
+
+    def put(self, item: Message, block: bool = True, timeout: float | None = None) -> None:
+        """LPUSH ``item``; a bounded queue that is full is retried (1-50 ms apart) until ``timeout``."""
+        raw = encode(item)
+        if not self.maxsize:
+            with _errors(self.broker.url):
+                self.broker.client.lpush(self.key, raw)
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        attempt = 0
+        while not self.broker.call("put", [self.key], [self.maxsize, raw]):
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if not block or (remaining is not None and remaining <= 0):
+                raise Full
+            time.sleep(full_backoff(attempt) if remaining is None else min(full_backoff(attempt), remaining))
+            attempt += 1
+
+    def put_nowait(self, item: Message) -> None:
+        self.put(item, block=False)
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Message:
+        """The oldest item (or the one this worker already held), moved into its processing list
+        until ``task_done()``: ``TAKE``, then ``BLMOVE`` ``BLOCK`` seconds at a time."""
+        if self.processing is None:
+            raise TypeError("get() needs a registered consumer: broker.consumer(stage, name)")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        keys = [self.key, self.processing, self.broker.keys.workers(self.stage)]
+        while True:
+            raw = self.broker.call("take", keys, [self.worker])
+            if raw is not None:
+                break
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if not block or (remaining is not None and remaining <= 0):
+                raise Empty
+            with _errors(self.broker.url):
+                raw = self.broker.client.blmove(self.key, self.processing, block_for(remaining), "RIGHT", "LEFT")
+            if raw is not None:
+                break
+        self.held = raw
+        return decode(raw, self.key)
+
+    def get_nowait(self) -> Message:
+        return self.get(block=False)
+
+    def task_done(self) -> None:
+        """The ack: the held item has been passed on, so it leaves the processing list (LREM)."""
+        if self.held is None:
+            raise ValueError("task_done() called with nothing held")
+        with _errors(self.broker.url):
+            self.broker.client.lrem(self.processing, 1, self.held)
+        self.held = None
+
+    def leave(self) -> int:
+        """This consumer exits: a record it still holds goes back to the queue, a pill it holds is
+        dropped, its lease ends.  Returns how many records went back."""
+        if self.worker is None:
+            return 0
+        keys = [self.broker.keys.workers(self.stage), self.processing, self.key]
+        requeued = self.broker.call("leave", keys, [self.worker, PILL_BYTES])
+        self.broker.forget(self.stage, self.worker)
+        self.held = None
+        return int(requeued)
+
+
+class Heartbeat:
+    """A thread that renews this process's leases every ``ttl / 3`` and reclaims expired workers'
+    items; a context manager.  A broker error is kept in ``error`` (the workers meet it too)."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.error: BrokerError | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="Broker-Heartbeat", daemon=True)
+
+    def start(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _beat(self) -> None:
+        every = heartbeat_every(self.broker.ttl)
+        while not self._stop.wait(every):
+            try:
+                self.broker.renew()
+                self.broker.reclaim()
+                self.error = None
+            except BrokerError as exc:
+                self.error = exc
+
+    def __enter__(self) -> "Heartbeat":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class RedisLedger:
+    """The run's ledger on the broker, shaped like a durable store: commit batches of rows (a
+    ``--details`` entry plus ``verified``), read the settled rows back, count per state."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+
+    def commit(self, rows: Iterable[dict[str, Any]]) -> list[bool]:
+        """Settle a batch atomically, first write wins per file; True for each row that won."""
+        args = commit_args(rows)
+        if not args:
+            return []
+        won = self.broker.call("commit", [self.broker.keys.rows, self.broker.keys.counts], args)
+        return [bool(w) for w in won]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Every settled row, in the report's order (read in chunks: the broker never blocks long)."""
+        with _errors(self.broker.url):
+            return sorted_rows([row_of(raw) for _, raw in self.broker.client.hscan_iter(self.broker.keys.rows,
+                                                                                        count=1000)])
+
+    def counts(self) -> dict[str, int]:
+        """Settled files per outcome, and ``processed`` (those that reached the verifier)."""
+        with _errors(self.broker.url):
+            return counts_of(self.broker.client.hgetall(self.broker.keys.counts))
+
+
+# The client's errors, as one line ---------------------------------------------------------
+@contextmanager
+def _errors(url: str) -> Iterator[None]:
+    """redis-py's connection errors (after its bounded retries) become a one-line BrokerError; a
+    script's LEASE_LOST becomes LeaseLost."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise BrokerError(f"broker {shown(url)} unreachable: {reason}") from None
+    except redis.ResponseError as exc:
+        if lease_lost(exc):
+            raise LeaseLost(str(exc)) from None
+        raise
