@@ -80,12 +80,21 @@ def benchmarks_command(prog: str, argv: list[str]) -> int:
     return main([prog.split()[-1], *argv], prog=prog)
 
 
+# ``pillpipe status`` ---------------------------------------------------------------------------
+def status_command(prog: str, argv: list[str]) -> int:
+    from pillpipe.status import main
+
+    return main(argv)
+
+
 COMMANDS: dict[str, Command] = {
     "run": Command("VARIANT [flags]", f"run the pipeline on one variant: {', '.join(VARIANTS)}", run_command),
     "compare": Command("[flags]", "threaded and asyncio on the same workload, side by side: table, timelines, "
                                   "trace", benchmarks_command, extra="bench"),
     "bench": Command("[options]", "the benchmark scenarios, each measurement in a fresh process",
                      benchmarks_command, extra="bench"),
+    "status": Command("PATH [--json]", "counts per state of a run's state file (--state), even while it runs",
+                      status_command),
 }
 OPTIONS = ("-h", "--help", "-V", "--version")
 
