@@ -225,8 +225,9 @@ class SqliteStore:
 
     def rows(self) -> Iterator[Row]:
         with self._reading():
+            make = FileRow._make
             for values in self._conn.execute("SELECT * FROM files ORDER BY id"):
-                yield FileRow(*values) if type(values[0]) is int else FileRow(int(values[0]), *values[1:])
+                yield make(values) if type(values[0]) is int else make((int(values[0]), *values[1:]))
             for values in self._conn.execute("SELECT * FROM rejected ORDER BY line"):
                 if type(values[2]) is str:
                     values = (*values[:2], int(values[2]), *values[3:])
