@@ -1,4 +1,4 @@
-"""``python -m benchmarks`` runs the scenarios; ``python -m benchmarks compare [run flags]`` compares."""
+"""``python -m pillpipe.benchmarks [bench] [options]`` runs the scenarios; ``... compare [run flags]`` compares."""
 from .cli import console
 
-console()
+console(f"python -m {__spec__.parent if __spec__ else 'pillpipe.benchmarks'}")

@@ -11,21 +11,20 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from rich.console import Console
 from rich.table import Table
 
 from pillpipe.common.config import Config, build_parser, config_from_args
 from pillpipe.common.report import IGNORED
-from pillpipe.common.simulate import Simulation, TimerModel, simulate
+from pillpipe.common.simulate import Simulation, simulate
 
-from . import plots
-from .harness import DEFAULT_OUT, ProbeFailed, environment, interpreter, percentile, probe
+from . import plots, units
+from .harness import DEFAULT_OUT, ProbeFailed, environment, interpreter, percentile, probe, recorded, timer_model
+from .metrics import CONSUMERS, metrics
 
 VARIANTS = ("threaded", "asyncio")
-# Timer calibration: sleeps from 0.13 ms to 20 ms, where rounding and overshoot matter.
-CALIBRATION_DELAYS = [round(0.0001 * k + 0.00003, 6) for k in range(1, 41)] + [0.005, 0.0075, 0.01, 0.015, 0.02]
 
 
 class ReportMismatch(AssertionError):
@@ -58,88 +57,6 @@ def check_identical(reports: dict[str, dict[str, Any]]) -> None:
                                  " (rerun with --details to see the first differing file)")
 
 
-def timer_model(variant: str, python: str | None = None) -> TimerModel:
-    """Measure the runtime's sleep overshoot in a fresh process (under ``python``) and fit a model to it."""
-    result = probe(f"timer-{variant}", ["--delays", ",".join(map(str, CALIBRATION_DELAYS)), "--repeats", "2"],
-                   timeout=120, **({"python": python} if python else {}))
-    return TimerModel.fit(result["samples"])
-
-
-def file_latencies(timing: dict[str, Any]) -> list[float]:
-    """Per file: from its S3 copy starting to its verification, from the spans."""
-    start: dict[int, float] = {}
-    done: dict[int, float] = {}
-    for _worker, stage, file_id, s, e in timing.get("spans") or []:
-        if stage == "s3":
-            start[file_id] = s
-        elif stage == "verify":
-            done[file_id] = e
-    return [done[f] - start[f] for f in done if f in start]
-
-
-def pill_propagation(timing: dict[str, Any]) -> dict[str, float | None]:
-    """Per stage: from the coordinator starting to put the pills to the last worker taking its pill."""
-    out: dict[str, float | None] = {}
-    for stage in ("s3", "api", "verify"):
-        s = timing.get("stages", {}).get(stage) or {}
-        puts, got = s.get("pills_put_s") or [], s.get("pills_s") or []
-        out[stage] = max(got) - puts[0] if puts and got else None
-    return out
-
-
-def startup(timing: dict[str, Any]) -> float | None:
-    """Seconds from the run's start until every worker was running."""
-    starts = [w.get("started_s") for w in timing.get("workers", {}).values()]
-    starts = [s for s in starts if s is not None]
-    return max(starts) if starts else None
-
-
-def metrics(result: dict[str, Any], ideal: Simulation | None = None, calibrated: Simulation | None = None) -> dict[str, Any]:
-    """Everything the table, the JSON and the scenarios show about one probe run."""
-    report = result["report"]
-    timing = report["timing"]
-    wall = timing["wall_s"]
-    made = timing.get("last_verified_s")
-    lat = file_latencies(timing)
-    out = {
-        "processed": report["processed"], "expected": report["expected"], "success": report["success"],
-        "wall_s": wall, "makespan_s": made,
-        "files_per_s": report["processed"] / wall if wall else None,
-        "latency_p50_s": percentile(lat, 50), "latency_p95_s": percentile(lat, 95),
-        "latency_max_s": max(lat) if lat else None,
-        "rss_peak_mib": result["rss_peak_kib"] / 1024, "rss_extra_mib": (result["rss_peak_kib"] - result["rss_before_kib"]) / 1024,
-        "cpu_s": result["cpu_user_s"] + result["cpu_sys_s"], "cpu_user_s": result["cpu_user_s"], "cpu_sys_s": result["cpu_sys_s"],
-        "os_threads": result["os_threads"], "tasks": result["tasks_created"],
-        "voluntary_switches": result.get("voluntary_switches"),
-        "shutdown_tail_s": timing.get("shutdown_tail_s"),
-        "pill_propagation_s": pill_propagation(timing),
-        "startup_s": startup(timing),
-    }
-    if ideal is not None:
-        out["ideal_makespan_s"] = ideal.makespan
-        out["efficiency"] = ideal.makespan / made if made and ideal.makespan else None
-    if calibrated is not None:
-        out["calibrated_makespan_s"] = calibrated.makespan
-        out["efficiency_calibrated"] = calibrated.makespan / made if made and calibrated.makespan else None
-    return out
-
-
-def _fmt(value: Any, unit: str = "s") -> str:
-    if value is None:
-        return "-"
-    if unit == "ms":
-        return f"{value * 1e3:.3f} ms"
-    if unit == "s":
-        return f"{value:.4g} s"
-    if unit == "MiB":
-        return f"{value:.1f} MiB"
-    if unit == "x":
-        return f"{value:.4f}"
-    if unit == "/s":
-        return f"{value:,.0f}/s" if value >= 100 else f"{value:.3g}/s"
-    return str(value)
-
-
 def table(rows: dict[str, dict[str, Any]], ideal: Simulation, calibrated: dict[str, Simulation], config: Config) -> Table:
     t = Table(title=f"pillpipe compare: {config.files} files, {config.s3_workers} S3 / {config.api_workers} API workers, "
                     f"time-scale {config.time_scale:g}, queue-size {config.queue_size}", title_justify="left")
@@ -149,34 +66,36 @@ def table(rows: dict[str, dict[str, Any]], ideal: Simulation, calibrated: dict[s
     t.add_column("ideal", justify="right")
     lat_ideal = ideal.latencies()
 
-    def line(label: str, key: str, unit: str, ideal_value: Any = None) -> None:
-        t.add_row(label, *[_fmt(rows[v].get(key), unit) for v in rows], _fmt(ideal_value, unit))
+    def line(label: str, key: str, fmt: Callable[[Any], str], ideal_value: Any = None) -> None:
+        t.add_row(label, *[fmt(r.get(key)) for r in rows.values()], fmt(ideal_value) if ideal_value is not None else "")
 
     t.add_row("files verified", *[f"{r['processed']}/{r['expected']}" for r in rows.values()], "")
-    line("wall time", "wall_s", "s")
-    line("files/s", "files_per_s", "/s", config.files / ideal.makespan if ideal.makespan else None)
-    line("makespan (last file verified)", "makespan_s", "s", ideal.makespan)
-    t.add_row("calibrated ideal makespan", *[_fmt(calibrated[v].makespan) for v in rows], "")
-    line("efficiency vs ideal", "efficiency", "x")
-    line("efficiency vs calibrated ideal", "efficiency_calibrated", "x")
-    line("per-file latency p50", "latency_p50_s", "ms", percentile(lat_ideal, 50))
-    line("per-file latency p95", "latency_p95_s", "ms", percentile(lat_ideal, 95))
-    line("per-file latency max", "latency_max_s", "ms", max(lat_ideal) if lat_ideal else None)
-    line("peak RSS", "rss_peak_mib", "MiB")
-    line("RSS added by the run", "rss_extra_mib", "MiB")
-    t.add_row("CPU time (user + sys)", *[f"{r['cpu_user_s']:.3f} + {r['cpu_sys_s']:.3f} s" for r in rows.values()], "")
-    line("OS threads", "os_threads", "")
-    line("asyncio tasks", "tasks", "")
-    line("start-up (all workers running)", "startup_s", "ms")
-    line("shutdown tail (last verified -> all exited)", "shutdown_tail_s", "ms")
-    for stage in ("s3", "api", "verify"):
-        t.add_row(f"pill propagation: {stage}", *[_fmt(r["pill_propagation_s"][stage], "ms") for r in rows.values()], "")
+    line("wall time (s)", "wall_s", units.seconds)
+    line("files/s", "files_per_s", units.rate, config.files / ideal.makespan if ideal.makespan else None)
+    line("makespan: last file verified (s)", "makespan_s", units.seconds, ideal.makespan)
+    t.add_row("calibrated ideal makespan (s)", *[units.seconds(calibrated[v].makespan) for v in rows], "")
+    line("efficiency vs ideal", "efficiency", units.ratio)
+    line("efficiency vs calibrated ideal", "efficiency_calibrated", units.ratio)
+    line("per-file latency p50 (ms)", "latency_p50_s", units.ms, percentile(lat_ideal, 50))
+    line("per-file latency p95 (ms)", "latency_p95_s", units.ms, percentile(lat_ideal, 95))
+    line("per-file latency max (ms)", "latency_max_s", units.ms, max(lat_ideal) if lat_ideal else None)
+    line("peak RSS (MiB)", "rss_peak_mib", units.mib)
+    line("RSS added by the run (MiB)", "rss_extra_mib", units.mib)
+    t.add_row("CPU time: user + sys (s)",
+              *[f"{units.seconds(r['cpu_user_s'])} + {units.seconds(r['cpu_sys_s'])}" for r in rows.values()], "")
+    line("OS threads", "os_threads", units.count)
+    line("tasks via asyncio.create_task", "tasks", units.count)
+    line("start-up: all workers running (ms)", "startup_s", units.ms)
+    line("shutdown tail: last verified -> all exited (ms)", "shutdown_tail_s", units.ms)
+    for stage in CONSUMERS:
+        t.add_row(f"pill propagation: {stage} (ms)", *[units.ms(r["pill_propagation_s"][stage]) for r in rows.values()],
+                  "")
     return t
 
 
-def parser() -> argparse.ArgumentParser:
-    p = build_parser("pillpipe compare", "Run both variants on the same workload, each in a fresh process, check "
-                                         "their reports are identical, and compare them side by side.")
+def parser(prog: str = "pillpipe compare") -> argparse.ArgumentParser:
+    p = build_parser(prog, "Run both variants on the same workload, each in a fresh process, check their reports "
+                           "are identical, and compare them side by side.")
     h = p.add_argument_group("compare")
     h.add_argument("--out", type=Path, default=DEFAULT_OUT / "compare", help="output directory (default %(default)s)")
     h.add_argument("--timeout", type=float, default=3600, help="seconds one variant may take (default %(default)s)")
@@ -186,15 +105,19 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str]) -> int:
-    p = parser()
+OWN_FLAGS = ("--out", "--timeout", "--python")  # compare's own options (each takes one value)
+
+
+def main(argv: Sequence[str], prog: str = "pillpipe compare") -> int:
+    """Exit codes: 0 compared, 1 the reports differ, 2 bad usage, 70 a variant's run failed."""
+    p = parser(prog)
     ns = p.parse_args(list(argv))
     out: Path = ns.out
     try:
         config = config_from_args(ns)
     except Exception as exc:  # UsageError
         p.error(str(exc))
-    run_flags = [a for a in _strip(argv)] + ["--quiet", "--details", "--trace"]
+    run_flags = _strip(argv) + ["--quiet", "--details", "--trace"]
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     pythons: list[str | None] = list(ns.pythons or [None])
     try:
@@ -207,36 +130,32 @@ def main(argv: Sequence[str]) -> int:
         for variant in VARIANTS:
             columns[variant if len(pythons) == 1 else f"{variant}@{info['python']}"] = (variant, py)
     results: dict[str, dict[str, Any]] = {}
-    try:
-        for label, (variant, py) in columns.items():
-            err.print(f"[dim]running {label} in a fresh process...[/dim]")
-            results[label] = probe(variant, run_flags, timeout=ns.timeout, **({"python": py} if py else {}))
-    except ProbeFailed as exc:
-        err.print(f"[bold red]compare: {exc}[/bold red]")
-        return 70
+    for label, (variant, py) in columns.items():
+        err.print(f"[dim]running {label} in a fresh process...[/dim]")
+        try:
+            results[label] = probe(variant, run_flags, timeout=ns.timeout, python=py)
+        except ProbeFailed as exc:
+            err.print(f"[bold red]{prog}: {exc}[/bold red]")
+            return 70
     try:
         check_identical({v: r["report"] for v, r in results.items()})
     except ReportMismatch as exc:
-        err.print(f"[bold red]compare: FAILED - {exc}[/bold red]")
+        err.print(f"[bold red]{prog}: FAILED - {exc}[/bold red]")
         return 1
     err.print("[green]reports identical[/green] (everything but variant and timing); measuring timers...")
     ideal = simulate(config)
-    calibrated = {}
-    models = {}
-    for v, (variant, py) in columns.items():
-        models[v] = timer_model(variant, py)
-        calibrated[v] = simulate(config, timer=models[v])
+    models = {v: timer_model(variant, py, config.backend) for v, (variant, py) in columns.items()}
+    calibrated = {v: simulate(config, timer=m) for v, m in models.items()}
     rows = {v: metrics(results[v], ideal, calibrated[v]) for v in columns}
     console = Console(highlight=False)
     if not console.is_terminal:
         console = Console(highlight=False, width=120)  # piped: do not squeeze the table to 80 columns
     console.print(table(rows, ideal, calibrated, config))
     out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for v in columns:
-        written.append(plots.timeline(results[v]["report"]["timing"], f"{v}: {config.files} files", out / f"timeline-{v}.png"))
-    written.append(plots.chrome_trace({v: results[v]["report"]["timing"] for v in columns}, out / "trace.json"))
-    summary = {"environment": environment(pythons),
+    timings = {v: results[v]["report"]["timing"] for v in columns}
+    written = [plots.timeline(timings[v], f"{v}: {config.files} files", out / f"timeline-{v}.png") for v in columns]
+    written.append(plots.chrome_trace(timings, out / "trace.json"))
+    summary = {"environment": recorded(environment(pythons)),
                "config": {k: v for k, v in vars(config).items() if k != "fault_plan"},
                "ideal_makespan_s": ideal.makespan, "timer_models": {v: m.to_dict() for v, m in models.items()},
                "variants": rows}
@@ -248,17 +167,16 @@ def main(argv: Sequence[str]) -> int:
 
 def _strip(argv: Sequence[str]) -> list[str]:
     """The run flags only: drop compare's own options."""
-    out, skip = [], False
+    out: list[str] = []
+    skip = 0
     for a in argv:
         if skip:
-            skip = False
+            skip -= 1
             continue
-        if a in ("--out", "--timeout", "--python"):
-            skip = True
-            continue
-        if a.startswith(("--out=", "--timeout=", "--python=")) or a == "--json":
-            continue
-        out.append(a)
+        if a in OWN_FLAGS:
+            skip = 1
+        elif not (a.startswith(tuple(f"{f}=" for f in OWN_FLAGS)) or a == "--json"):
+            out.append(a)
     return out
 
 

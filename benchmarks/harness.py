@@ -13,8 +13,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from pillpipe.common.simulate import TimerModel
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = Path("bench-results")
+# The two models every scenario but ``strategies`` measures side by side (anyio is measured by the
+# strategies scenario and by ``compare``); names from ``pillpipe.variants``.
+MEASURED = ("threaded", "asyncio")
 
 
 class ProbeFailed(RuntimeError):
@@ -31,8 +36,8 @@ def _env() -> dict[str, str]:
         p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
 
 
-def probe(kind: str, flags: Sequence[str] = (), timeout: float = 600, python: str | None = None) -> dict[str, Any]:
-    """Run ``python -m benchmarks.probe kind flags`` in a fresh interpreter (``python``, default this
+def probe(kind: str, flags: Sequence[Any] = (), timeout: float = 600, python: str | None = None) -> dict[str, Any]:
+    """Run ``python -m pillpipe.benchmarks.probe kind flags`` in a fresh interpreter (``python``, default this
     one: the probe needs only the stdlib and the repository, plus anyio/trio/uvloop for those runs)
     and return its JSON."""
     cmd = [python or sys.executable, "-m", "pillpipe.benchmarks.probe", kind, *map(str, flags)]
@@ -46,6 +51,17 @@ def probe(kind: str, flags: Sequence[str] = (), timeout: float = 600, python: st
         tail = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
         raise ProbeFailed(kind, f"exit {done.returncode}: {tail[:300]}")
     return json.loads(lines[-1])
+
+
+# Timer calibration: sleeps from 0.13 ms to 20 ms, where rounding and overshoot matter.
+CALIBRATION_DELAYS = [round(0.0001 * k + 0.00003, 6) for k in range(1, 41)] + [0.005, 0.0075, 0.01, 0.015, 0.02]
+
+
+def timer_model(variant: str, python: str | None = None, backend: str = "asyncio") -> TimerModel:
+    """Measure how the variant's sleep overshoots in a fresh process (under ``python``; anyio on
+    ``backend``) and fit a model to it."""
+    flags = ["--delays", ",".join(map(str, CALIBRATION_DELAYS)), "--repeats", "2", "--backend", backend]
+    return TimerModel.fit(probe(f"timer-{variant}", flags, timeout=120, python=python)["samples"])
 
 
 _INTERPRETER = """\
@@ -123,6 +139,13 @@ def environment(pythons: Sequence[str | None] = ()) -> dict[str, Any]:
     }
 
 
+def recorded(env: dict[str, Any]) -> dict[str, Any]:
+    """The environment as results record it: each interpreter's path reduced to its file name (a
+    result names no directory of the machine it was measured on)."""
+    return {**env, "interpreters": [{**i, **{k: Path(i[k]).name for k in ("executable", "path") if i.get(k)}}
+                                    for i in env.get("interpreters", [])]}
+
+
 @dataclass
 class Stat:
     median: float
@@ -134,11 +157,24 @@ class Stat:
         return {"median": self.median, "min": self.low, "max": self.high, "n": self.n}
 
 
-def stat(values: Iterable[float]) -> Stat | None:
+def stat(values: Iterable[float | None]) -> Stat | None:
     vals = [v for v in values if v is not None]
     if not vals:
         return None
     return Stat(statistics.median(vals), min(vals), max(vals), len(vals))
+
+
+def summ(values: Iterable[float | None]) -> dict[str, float] | None:
+    """Median, min, max and n of the values given (``None`` values skipped) as stored in results.json."""
+    s = stat(values)
+    return s.to_dict() if s else None
+
+
+def med(summary: dict[str, float] | None) -> float:
+    """The median of a ``summ`` that exists (a missing one is an error: check for None first)."""
+    if summary is None:
+        raise ValueError("no measurement to take the median of")
+    return summary["median"]
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

@@ -1,26 +1,31 @@
 """Pictures and traces: per-variant timelines, a Chrome trace file, and the scenario plots.
 
-matplotlib runs on the Agg backend (no display needed); every figure is written as PNG.
+matplotlib runs on the Agg backend (no display needed); every figure is written as PNG.  Min-max
+whiskers are drawn only for points measured more than once.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
-STAGE_ORDER = {"dispatch": 0, "s3": 1, "api": 2, "verify": 3}
+from .metrics import STAGES  # noqa: E402
+from .units import Value  # noqa: E402
+
 MAX_LANES = 64
 
 
 def _lanes(timing: dict[str, Any]) -> list[str]:
+    """Worker names in pipeline order (the dispatcher has no spans, so no lane)."""
     workers = timing.get("workers", {})
-    names = [n for n, w in workers.items() if w["stage"] != "dispatch"]
-    return sorted(names, key=lambda n: (STAGE_ORDER[workers[n]["stage"]], len(n), n))
+    names = [n for n, w in workers.items() if w["stage"] != STAGES[0]]
+    return sorted(names, key=lambda n: (STAGES.index(workers[n]["stage"]), len(n), n))
 
 
 def timeline(timing: dict[str, Any], title: str, path: Path) -> Path:
@@ -99,17 +104,34 @@ def chrome_trace(timings: dict[str, dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def line_plot(series: dict[str, Sequence[tuple[float, float, float, float]]], xlabel: str, ylabel: str, title: str,
-              path: Path, logx: bool = True, logy: bool = False, hlines: dict[str, float] | None = None) -> Path:
-    """One line per series; each point (x, median, min, max) with a min-max error bar."""
+def _spread(values: Sequence[Value], scale: float) -> tuple[list[float], list[float] | None, list[float] | None]:
+    """Medians, and the distances to min and max (None when no value came from more than one run)."""
+    meds, lo, hi, several = [], [], [], False
+    for v in values:
+        if isinstance(v, dict):
+            meds.append(v["median"] * scale)
+            lo.append((v["median"] - v["min"]) * scale)
+            hi.append((v["max"] - v["median"]) * scale)
+            several = several or v.get("n", 2) > 1
+        else:
+            meds.append(float(v or 0) * scale)
+            lo.append(0.0)
+            hi.append(0.0)
+    return (meds, lo, hi) if several else (meds, None, None)
+
+
+def line_plot(series: Mapping[str, Sequence[tuple[float, Value]]], xlabel: str, ylabel: str, title: str, path: Path,
+              scale: float = 1.0, logx: bool = True, logy: bool = False, hlines: dict[str, float] | None = None) -> Path:
+    """One line per series of (x, value) points, each value a number or a ``summ`` (times ``scale``),
+    with min-max whiskers where a point was measured more than once."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, points in series.items():
-        pts = [p for p in points if p[1] is not None]
+        pts = [(x, v) for x, v in points if v is not None]
         if not pts:
             continue
-        xs, med, lo, hi = zip(*pts)
-        ax.errorbar(xs, med, yerr=[[m - l for m, l in zip(med, lo)], [h - m for m, h in zip(med, hi)]],
-                    marker="o", capsize=3, label=label)
+        meds, lo, hi = _spread([v for _, v in pts], scale)
+        whiskers: Any = None if lo is None else [lo, hi]
+        ax.errorbar([x for x, _ in pts], meds, yerr=whiskers, marker="o", capsize=3, label=label)
     for label, y in (hlines or {}).items():
         ax.axhline(y, linestyle="--", color="grey", linewidth=0.8)
         ax.annotate(label, (ax.get_xlim()[0], y), fontsize=8, color="grey", va="bottom")
@@ -123,6 +145,43 @@ def line_plot(series: dict[str, Sequence[tuple[float, float, float, float]]], xl
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def strategies(res: dict[str, Any], path: Path) -> Path | None:
+    """Files/s and shutdown tail per strategies cell, at each worker count: horizontal bars, with
+    min-max whiskers only when a bar is the median of several runs."""
+    rows = [c for c in res["cells"] if c.get("throughput")]
+    if not rows:
+        return None
+    workers = sorted({t["api_workers"] for c in rows for t in c["throughput"] if "error" not in t})
+    fig, axes = plt.subplots(1, 2, figsize=(13, 1.5 + 0.42 * len(rows)), sharey=True)
+    height = 0.8 / max(1, len(workers))
+    for ax, key, scale, title in ((axes[0], "files_per_s", 1.0, "files/s (higher is better)"),
+                                  (axes[1], "shutdown_tail_s", 1e3, "shutdown tail, ms (log; lower is better)")):
+        for j, w in enumerate(workers):
+            found = [(i, t[key]) for i, c in enumerate(rows)
+                     for t in c["throughput"] if t["api_workers"] == w and t.get(key)]
+            ys = [i + (j - (len(workers) - 1) / 2) * height for i, _ in found]
+            meds, lo, hi = _spread([v for _, v in found], scale)
+            ax.barh(ys, meds, height=height, xerr=None if lo is None else [lo, hi], label=f"{w:,} API workers",
+                    capsize=2)
+        ax.set_title(title)
+        ax.grid(axis="x", alpha=0.3)
+        if key == "shutdown_tail_s":
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # a narrow range would label every minor tick
+    axes[0].set_yticks(range(len(rows)), [f"{c['label']} (py{c['python']})" for c in rows], fontsize=8)
+    axes[0].invert_yaxis()
+    axes[0].legend(loc="lower right", fontsize=8)
+    repeats = res["plan"]["repeats"]
+    how = f"median of {repeats}, whiskers min-max" if repeats > 1 else "one run each"
+    fig.suptitle(f"Termination strategies: {res['plan']['files']:,} files at zero latency, queue "
+                 f"{res['plan']['queue_size']} ({how})")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

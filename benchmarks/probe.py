@@ -1,10 +1,11 @@
-"""One measurement, in the fresh process it runs in: ``python -m benchmarks.probe KIND [run flags]``.
+"""One measurement, in the fresh process it runs in: ``python -m pillpipe.benchmarks.probe KIND [run flags]``.
 
-KIND is a variant (``threaded``, ``asyncio``, ``sequential``), a bare chain (``bare-threaded``,
-``bare-asyncio``) or a timer probe (``timer-threaded``, ``timer-asyncio``, given ``--delays``).
-It prints one JSON object on stdout: the report (variants), the time the run took in-process,
-peak RSS before and after the run (VmHWM; ``resource.getrusage`` elsewhere), CPU time, context switches, and the
-OS threads and asyncio tasks the run started.  Anything the run prints goes to stderr.
+KIND is a variant (``threaded``, ``asyncio``, ``anyio``, ``sequential``), a bare chain
+(``bare-threaded``, ``bare-asyncio``) or a timer probe (``timer-threaded``, ``timer-asyncio``,
+``timer-anyio``, given ``--delays``; anyio on ``--backend``).  It prints one JSON object on stdout:
+the report (variants), the time the run took in-process, peak RSS before and after the run (VmHWM;
+``resource.getrusage`` elsewhere), CPU time, context switches, and the OS threads and asyncio tasks
+the run started.  Anything the run prints goes to stderr.
 """
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ import threading
 import time
 from typing import Any, Callable
 
-KINDS = ("threaded", "asyncio", "anyio", "sequential", "bare-threaded", "bare-asyncio", "timer-threaded", "timer-asyncio")
+from pillpipe.variants import CONCURRENT, VARIANTS
+
+KINDS = (*VARIANTS, "bare-threaded", "bare-asyncio", *(f"timer-{v}" for v in CONCURRENT))
 
 
 class _Counts:
@@ -60,8 +63,8 @@ def _usage() -> dict[str, float]:
     return {"rss_kib": _peak_rss_kib(), "user": ru.ru_utime, "sys": ru.ru_stime, "vcs": ru.ru_nvcsw, "ivcs": ru.ru_nivcsw}
 
 
-def sleep_samples(kind: str, delays: list[float], repeats: int = 1) -> list[tuple[float, float]]:
-    """(requested, measured) pairs for each delay, slept the way the variant sleeps."""
+def sleep_samples(kind: str, delays: list[float], repeats: int = 1, backend: str = "asyncio") -> list[tuple[float, float]]:
+    """(requested, measured) pairs for each delay, slept the way the variant sleeps (anyio: on ``backend``)."""
     samples: list[tuple[float, float]] = []
     if kind == "timer-threaded":
         event = threading.Event()  # the threaded variant waits on an Event (so an abort wakes it)
@@ -72,14 +75,21 @@ def sleep_samples(kind: str, delays: list[float], repeats: int = 1) -> list[tupl
                 samples.append((d, time.perf_counter() - t))
         return samples
 
+    if kind == "timer-anyio":
+        import anyio
+
+        sleep, run = anyio.sleep, lambda main: anyio.run(main, backend=backend)
+    else:
+        sleep, run = asyncio.sleep, lambda main: asyncio.run(main())
+
     async def main() -> None:
         for _ in range(repeats):
             for d in delays:
                 t = time.perf_counter()
-                await asyncio.sleep(d)
+                await sleep(d)
                 samples.append((d, time.perf_counter() - t))
 
-    asyncio.run(main())
+    run(main)
     return samples
 
 
@@ -90,9 +100,10 @@ def measure(kind: str, argv: list[str]) -> dict[str, Any]:
         p = argparse.ArgumentParser(prog=f"probe {kind}")
         p.add_argument("--delays", required=True, help="comma-separated seconds")
         p.add_argument("--repeats", type=int, default=1)
+        p.add_argument("--backend", default="asyncio", help="the anyio timer's event loop")
         ns = p.parse_args(argv)
         delays = [float(x) for x in ns.delays.split(",") if x]
-        return {"kind": kind, "samples": sleep_samples(kind, delays, ns.repeats)}
+        return {"kind": kind, "samples": sleep_samples(kind, delays, ns.repeats, ns.backend)}
 
     config = parse_config(argv, f"probe {kind}")
     run: Callable[[], Any]
@@ -142,7 +153,7 @@ def measure(kind: str, argv: list[str]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] not in KINDS:
-        sys.stderr.write(f"usage: python -m benchmarks.probe {{{','.join(KINDS)}}} [run flags]\n")
+        sys.stderr.write(f"usage: python -m pillpipe.benchmarks.probe {{{','.join(KINDS)}}} [run flags]\n")
         return 2
     result = measure(args[0], args[1:])
     sys.stdout.write(json.dumps(result) + "\n")

@@ -1,20 +1,28 @@
-"""The benchmark harness: compare's report-equality gate, its outputs, and ``--quick``'s outputs."""
+"""The benchmark harness: compare's report-equality gate and outputs, ``bench``'s outputs, exit
+codes and usage, the scenario registry, and the committed results staying readable."""
 from __future__ import annotations
 
 import json
 import platform
+import shutil
 import subprocess
 import sys
 
 import pytest
 
-from pillpipe.benchmarks import bare, compare
+from pillpipe.benchmarks import bare, compare, units
 from pillpipe.benchmarks.harness import percentile, probe
 
 from .conftest import ROOT
 
 PNG = b"\x89PNG\r\n\x1a\n"
+BENCH = [sys.executable, "-m", "pillpipe.benchmarks"]
+RESULTS = ROOT / "benchmarks" / "results"
 pytestmark = pytest.mark.slow
+
+
+def _run(cmd: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
 def _details(seed: int, variant: str = "threaded") -> dict:
@@ -50,8 +58,8 @@ def test_compare_exits_1_when_the_reports_differ(monkeypatch, tmp_path, capsys):
 
 
 def test_compare_end_to_end_writes_table_timelines_and_trace(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "pillpipe", "compare", "--files", "12", "--time-scale", "0.002",
-                           "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    done = _run([sys.executable, "-m", "pillpipe", "compare", "--files", "12", "--time-scale", "0.002",
+                 "--out", str(tmp_path)])
     assert done.returncode == 0, done.stderr
     for label in ("efficiency vs ideal", "shutdown tail", "pill propagation: api", "OS threads", "peak RSS", "p95"):
         assert label in done.stdout
@@ -74,19 +82,126 @@ def test_pillpipe_compare_rejects_bad_flags():
 
 
 def test_quick_writes_json_markdown_and_plots(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--out", str(tmp_path)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
+    done = _run([*BENCH, "--quick", "--out", str(tmp_path)])
+    assert done.returncode == 0, done.stderr  # --quick: targets are information only
     assert done.stdout == ""  # no progress bar when stdout is not a terminal
+    assert "information only" in done.stderr and "MISSED" not in done.stderr
     res = json.loads((tmp_path / "results.json").read_text())
     assert {"cpu", "cores", "python", "libraries"} <= set(res["environment"])
     assert set(res["scenarios"]) == {"overhead", "latency", "scaling", "shutdown", "strategies"}
     assert res["overhead"]["runs"]["asyncio"]["files_per_s"]["median"] > 0
     assert res["targets"] and all("met" in t for t in res["targets"])
+    assert not res["errors"]
+    for name, steps in res["steps"].items():  # each scenario's count() agrees with what its run() did
+        assert steps["planned"] == steps["ran"] > 0, name
     summary = (tmp_path / "summary.md").read_text()
-    assert "## Performance targets" in summary and "## Worker scaling" in summary
+    assert "## Performance targets (information only" in summary and "## Worker scaling" in summary
     for name in ("files-per-s-vs-workers", "memory-vs-workers", "shutdown-vs-workers", "efficiency-vs-latency"):
         assert (tmp_path / f"{name}.png").read_bytes()[:8] == PNG
+
+
+def _results(tmp_path, source, **changes):
+    """A copy of a committed results.json in its own directory, with ``changes`` applied."""
+    res = json.loads(source.read_text())
+    res.update(changes)
+    (tmp_path / "results.json").write_text(json.dumps(res))
+    return tmp_path, res
+
+
+def test_bench_exits_1_when_a_checked_target_is_missed(tmp_path):
+    out, res = _results(tmp_path, RESULTS / "overhead-rerun" / "results.json")
+    assert res["overhead"]["runs"]["threaded"]["overhead_ratio"] > 1.25  # committed: a missed target
+    done = _run([*BENCH, "--render", str(out)])
+    assert done.returncode == 1, done.stderr
+    assert "MISSED overhead threaded" in done.stderr
+    assert "| overhead threaded: cost/file <= 1.25 x (bare chain + sequential) | 37.98 us vs 16.01 us: 2.37x | NO |" \
+        in (out / "summary.md").read_text()
+
+
+def test_bench_exits_0_when_every_target_is_met(tmp_path):
+    out, res = _results(tmp_path, RESULTS / "overhead-rerun" / "results.json")
+    runs = res["overhead"]["runs"]
+    for kind in runs:
+        runs[kind]["us_per_file"] = {"median": 1.0, "min": 1.0, "max": 1.0, "n": 1}
+    for v in ("threaded", "asyncio"):
+        runs[v].update(limit_us_per_file=2.0, overhead_ratio=0.5)
+    (out / "results.json").write_text(json.dumps(res))
+    done = _run([*BENCH, "--render", str(out)])
+    assert done.returncode == 0, done.stderr
+    assert "MISSED" not in done.stderr and done.stderr.count(" met ") == 3
+
+
+def test_quick_targets_are_information_only(tmp_path):
+    out, _ = _results(tmp_path, RESULTS / "overhead-rerun" / "results.json", quick=True)
+    done = _run([*BENCH, "--render", str(out)])
+    assert done.returncode == 0, done.stderr
+    assert "information only" in done.stderr and "MISSED" not in done.stderr
+
+
+def test_a_failed_scenario_fails_the_run(tmp_path):
+    out, _ = _results(tmp_path, RESULTS / "overhead-rerun" / "results.json", quick=True,
+                      errors={"latency": "threaded: exit 1: boom"}, scenarios=["overhead", "latency"])
+    done = _run([*BENCH, "--render", str(out)])
+    assert done.returncode == 1 and "FAILED scenario latency" in done.stderr
+    assert "## latency: FAILED" in (out / "summary.md").read_text()
+
+
+@pytest.mark.parametrize("name", [".", "overhead-rerun", "strategies"])
+def test_committed_results_stay_readable(tmp_path, name):
+    """The results committed in benchmarks/results/ render with today's code (summary and plots)."""
+    shutil.copy(RESULTS / name / "results.json", tmp_path / "results.json")
+    done = _run([*BENCH, "--render", str(tmp_path)])
+    assert done.returncode in (0, 1) and "Traceback" not in done.stderr, done.stderr
+    res = json.loads((tmp_path / "results.json").read_text())
+    summary = (tmp_path / "summary.md").read_text()
+    from pillpipe.benchmarks.scenarios import scenario
+
+    for scenario_name in res["scenarios"]:
+        assert scenario(scenario_name).summary(res[scenario_name]).splitlines()[0] in summary
+
+
+@pytest.mark.parametrize("cmd, usage", [
+    (["pillpipe", "bench"], "pillpipe bench"),
+    (["pillpipe", "compare"], "pillpipe compare"),
+    (["pillpipe.benchmarks"], "python -m pillpipe.benchmarks"),
+    (["pillpipe.benchmarks", "bench"], "python -m pillpipe.benchmarks bench"),
+    (["pillpipe.benchmarks", "compare"], "python -m pillpipe.benchmarks compare"),
+])
+def test_every_subcommand_usage_names_itself(cmd, usage):
+    done = _run([sys.executable, "-m", *cmd, "--help"], timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"usage: {usage} ["), done.stdout[:200]
+    if "compare" not in usage:  # bench's help states its exit codes and how long it takes
+        assert "exit codes:" in done.stdout and "--quick about" in done.stdout
+
+
+def test_registry_one_module_per_scenario():
+    from pillpipe.benchmarks.scenario import Bench, Scenario
+    from pillpipe.benchmarks.scenarios import REGISTRY, all_scenarios
+
+    bench = Bench(False, [{"path": sys.executable, "python": platform.python_version(), "queue_shutdown": False,
+                           "libraries": {}}], quick=False)
+    for name, s in all_scenarios().items():
+        assert isinstance(s, Scenario) and s.name == name and type(s).__module__.endswith(f".scenarios.{name}")
+        assert s.count(s.full, bench) > 0
+        assert s.quick is None or s.count(s.quick, bench) < s.count(s.full, bench)
+    assert list(all_scenarios()) == list(REGISTRY)
+
+
+def test_units_show_the_spread_only_for_several_runs():
+    three = {"median": 0.002, "min": 0.001, "max": 0.004, "n": 3}
+    assert units.ms(three) == "2.000 (1.000-4.000)" and units.ms(three, spread=False) == "2.000"
+    assert units.ms({**three, "n": 1}) == "2.000" and units.ms(None) == "-" and units.ms(0.5) == "500.000"
+    assert units.rate(92234.4) == "92,234" and units.rate(23.04) == "23" and units.factor(1.137) == "1.14x"
+
+
+def test_single_runs_get_no_whiskers():
+    from pillpipe.benchmarks.plots import _spread
+
+    one = {"median": 2.0, "min": 2.0, "max": 2.0, "n": 1}
+    assert _spread([one, 3.0], 1.0) == ([2.0, 3.0], None, None)
+    meds, lo, hi = _spread([{"median": 2.0, "min": 1.0, "max": 4.0, "n": 3}, one], 10.0)
+    assert meds == [20.0, 20.0] and lo == [10.0, 0.0] and hi == [20.0, 0.0]
 
 
 @pytest.mark.parametrize("chain", [bare.run_threads, bare.run_asyncio])
@@ -119,9 +234,8 @@ def test_a_bad_python_path_is_a_probe_failure_not_a_traceback(tmp_path):
 
     with pytest.raises(ProbeFailed):
         interpreter(str(tmp_path / "no-such-python"))
-    done = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--only", "strategies", "--python",
-                           str(tmp_path / "no-such-python"), "--out", str(tmp_path)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    done = _run([*BENCH, "--quick", "--only", "strategies", "--python", str(tmp_path / "no-such-python"),
+                 "--out", str(tmp_path)], timeout=60)
     assert done.returncode == 2 and "--python" in done.stderr and "Traceback" not in done.stderr
 
 
@@ -133,9 +247,8 @@ def test_variants_imports_only_what_is_asked_for():
 
 
 def test_compare_passes_python_through_and_records_it(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "pillpipe", "compare", "--files", "6", "--time-scale", "0",
-                           "--python", sys.executable, "--out", str(tmp_path)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    done = _run([sys.executable, "-m", "pillpipe", "compare", "--files", "6", "--time-scale", "0",
+                 "--python", sys.executable, "--out", str(tmp_path)])
     assert done.returncode == 0, done.stderr
     result = json.loads((tmp_path / "compare.json").read_text())
     assert [i["python"] for i in result["environment"]["interpreters"]] == [platform.python_version()]
@@ -143,9 +256,7 @@ def test_compare_passes_python_through_and_records_it(tmp_path):
 
 
 def test_strategies_smoke_case_produces_parseable_results(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--only", "strategies",
-                           "--python", sys.executable, "--out", str(tmp_path)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    done = _run([*BENCH, "--quick", "--only", "strategies", "--python", sys.executable, "--out", str(tmp_path)])
     assert done.returncode == 0, done.stderr
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["environment"]["interpreters"][0]["python"] == platform.python_version()
@@ -154,14 +265,13 @@ def test_strategies_smoke_case_produces_parseable_results(tmp_path):
     for c in cells:
         for run in c["faults"]:
             assert run["hung"] is False and run["lost"] == 0 and run["exit_code"] == 1
-    loc = res["strategies"]["loc"]["totals"]
-    assert all(loc[s] > 0 for s in ("pills", "relay", "last-out", "queue-shutdown", "cancel", "close (anyio)"))
     assert "## Termination strategies" in (tmp_path / "summary.md").read_text()
     assert (tmp_path / "strategies.png").read_bytes()[:8] == PNG
 
 
 def test_stream_end_measures_from_the_close_for_anyio_and_from_the_pills_otherwise():
-    from pillpipe.benchmarks.strategies import cells, stream_end
+    from pillpipe.benchmarks.metrics import stream_end
+    from pillpipe.benchmarks.scenarios.strategies import cells
 
     timing = {"stages": {"s3": {"pills_put_s": [1.0]}, "api": {"pills_put_s": [2.5]}, "verify": {"pills_put_s": [3.0]}},
               "workers": {"D": {"stage": "dispatch", "exited_s": 0.9}, "S": {"stage": "s3", "exited_s": 2.0},
