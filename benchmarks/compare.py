@@ -1,9 +1,10 @@
-"""``pillpipe compare [run flags]``: both variants on the same workload, side by side.
+"""``pillpipe compare [run flags]``: the concurrency models on the same workload, side by side.
 
-Each variant runs in its own fresh process (``benchmarks.probe``) with per-file details and
-spans on.  Their reports must be identical first (else: the first differing file, exit 1);
-then one table compares them with the ideal run, and a timeline picture per variant and a
-Chrome trace file (opens in https://ui.perfetto.dev) are written.
+Each model (threaded, asyncio, anyio; ``--variants`` to choose) runs in its own fresh process
+(``benchmarks.probe``) with per-file details and spans on.  Their reports must be identical first
+(else: the first differing file, exit 1); then one table compares them with the ideal run, and one
+picture of their timelines on a shared time axis and a Chrome trace file (opens in
+https://ui.perfetto.dev) are written.
 """
 from __future__ import annotations
 
@@ -19,12 +20,11 @@ from rich.table import Table
 from pillpipe.common.config import Config, build_parser, config_from_args
 from pillpipe.common.report import IGNORED
 from pillpipe.common.simulate import Simulation, simulate
+from pillpipe.variants import CONCURRENT
 
 from . import plots, units
 from .harness import DEFAULT_OUT, ProbeFailed, environment, interpreter, percentile, probe, recorded, timer_model
 from .metrics import CONSUMERS, metrics
-
-VARIANTS = ("threaded", "asyncio")
 
 
 class ReportMismatch(AssertionError):
@@ -94,9 +94,14 @@ def table(rows: dict[str, dict[str, Any]], ideal: Simulation, calibrated: dict[s
 
 
 def parser(prog: str = "pillpipe compare") -> argparse.ArgumentParser:
-    p = build_parser(prog, "Run both variants on the same workload, each in a fresh process, check their reports "
-                           "are identical, and compare them side by side.")
+    p = build_parser(prog, "Run the concurrency models on the same workload, each in a fresh process, check their "
+                           "reports are identical, and compare them side by side: a table on stdout; in --out, "
+                           "timelines.png (one panel per model, one time axis), trace.json (open it in "
+                           "https://ui.perfetto.dev) and compare.json.")
     h = p.add_argument_group("compare")
+    h.add_argument("--variants", nargs="+", choices=CONCURRENT, default=list(CONCURRENT), metavar="VARIANT",
+                   help=f"the models to compare, two or more of {', '.join(CONCURRENT)} (default: all); the run "
+                        "flags must apply to each (--shutdown and --loop do not apply to anyio, --backend only to it)")
     h.add_argument("--out", type=Path, default=DEFAULT_OUT / "compare", help="output directory (default %(default)s)")
     h.add_argument("--timeout", type=float, default=3600, help="seconds one variant may take (default %(default)s)")
     h.add_argument("--python", action="append", metavar="PATH", dest="pythons",
@@ -105,11 +110,12 @@ def parser(prog: str = "pillpipe compare") -> argparse.ArgumentParser:
     return p
 
 
-OWN_FLAGS = ("--out", "--timeout", "--python")  # compare's own options (each takes one value)
+OWN_FLAGS = ("--out", "--timeout", "--python")  # compare's options taking one value; --variants takes several
 
 
 def main(argv: Sequence[str], prog: str = "pillpipe compare") -> int:
-    """Exit codes: 0 compared, 1 the reports differ, 2 bad usage, 70 a variant's run failed."""
+    """Exit codes: 0 compared, 1 the reports differ, 2 bad usage (a model rejecting a run flag too),
+    70 a model's run failed."""
     p = parser(prog)
     ns = p.parse_args(list(argv))
     out: Path = ns.out
@@ -117,6 +123,9 @@ def main(argv: Sequence[str], prog: str = "pillpipe compare") -> int:
         config = config_from_args(ns)
     except Exception as exc:  # UsageError
         p.error(str(exc))
+    variants = list(dict.fromkeys(ns.variants))
+    if len(variants) < 2:
+        p.error(f"--variants: give two or more to compare (got {' '.join(variants)})")
     run_flags = _strip(argv) + ["--quiet", "--details", "--trace"]
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     pythons: list[str | None] = list(ns.pythons or [None])
@@ -127,7 +136,7 @@ def main(argv: Sequence[str], prog: str = "pillpipe compare") -> int:
     # one column per variant, or per variant and interpreter when several are given
     columns: dict[str, tuple[str, str | None]] = {}
     for py, info in zip(pythons, infos):
-        for variant in VARIANTS:
+        for variant in variants:
             columns[variant if len(pythons) == 1 else f"{variant}@{info['python']}"] = (variant, py)
     results: dict[str, dict[str, Any]] = {}
     for label, (variant, py) in columns.items():
@@ -135,6 +144,8 @@ def main(argv: Sequence[str], prog: str = "pillpipe compare") -> int:
         try:
             results[label] = probe(variant, run_flags, timeout=ns.timeout, python=py)
         except ProbeFailed as exc:
+            if exc.reason.startswith("exit 2:"):  # the model rejected a run flag: a usage error, saying which
+                p.error(f"{variant}: {exc.reason.split('error: ', 1)[-1]} (choose the models with --variants)")
             err.print(f"[bold red]{prog}: {exc}[/bold red]")
             return 70
     try:
@@ -153,8 +164,10 @@ def main(argv: Sequence[str], prog: str = "pillpipe compare") -> int:
     console.print(table(rows, ideal, calibrated, config))
     out.mkdir(parents=True, exist_ok=True)
     timings = {v: results[v]["report"]["timing"] for v in columns}
-    written = [plots.timeline(timings[v], f"{v}: {config.files} files", out / f"timeline-{v}.png") for v in columns]
-    written.append(plots.chrome_trace(timings, out / "trace.json"))
+    written = [plots.timelines(timings, f"{config.files} files, {config.s3_workers} S3 / {config.api_workers} API "
+                               f"workers, time-scale {config.time_scale:g}, queue-size {config.queue_size}",
+                               out / "timelines.png", config.files),
+               plots.chrome_trace(timings, out / "trace.json")]
     summary = {"environment": recorded(environment(pythons)),
                "config": {k: v for k, v in vars(config).items() if k != "fault_plan"},
                "ideal_makespan_s": ideal.makespan, "timer_models": {v: m.to_dict() for v, m in models.items()},
@@ -169,13 +182,16 @@ def _strip(argv: Sequence[str]) -> list[str]:
     """The run flags only: drop compare's own options."""
     out: list[str] = []
     skip = 0
-    for a in argv:
+    args = list(argv)
+    for i, a in enumerate(args):
         if skip:
             skip -= 1
             continue
         if a in OWN_FLAGS:
             skip = 1
-        elif not (a.startswith(tuple(f"{f}=" for f in OWN_FLAGS)) or a == "--json"):
+        elif a == "--variants":  # its values run up to the next flag
+            skip = next((j for j, b in enumerate(args[i + 1:]) if b.startswith("-")), len(args) - i - 1)
+        elif not (a.startswith(tuple(f"{f}=" for f in (*OWN_FLAGS, "--variants"))) or a == "--json"):
             out.append(a)
     return out
 

@@ -1,4 +1,4 @@
-"""Pictures and traces: per-variant timelines, a Chrome trace file, and the scenario plots.
+"""Pictures and traces: the models' timelines in one figure, a Chrome trace file, the scenario plots.
 
 matplotlib runs on the Agg backend (no display needed); every figure is written as PNG.  Min-max
 whiskers are drawn only for points measured more than once.
@@ -13,12 +13,19 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from .metrics import STAGES  # noqa: E402
 from .units import Value  # noqa: E402
 
 MAX_LANES = 64
+FILE_COLOURS = 20  # tab20: file id mod 20 picks the colour
+PILL: dict[str, Any] = {"marker": "v", "color": "crimson", "markersize": 7}
+EXIT: dict[str, Any] = {"marker": "|", "color": "black", "markersize": 12}
+PUT: dict[str, Any] = {"color": "crimson", "linestyle": ":", "linewidth": 0.8}
+LAST: dict[str, Any] = {"color": "green", "linestyle": "--", "linewidth": 0.8}
 
 
 def _lanes(timing: dict[str, Any]) -> list[str]:
@@ -28,46 +35,76 @@ def _lanes(timing: dict[str, Any]) -> list[str]:
     return sorted(names, key=lambda n: (STAGES.index(workers[n]["stage"]), len(n), n))
 
 
-def timeline(timing: dict[str, Any], title: str, path: Path) -> Path:
-    """One lane per worker, one bar per file per stage (coloured by file, so a file can be
-    followed across stages), a marker where each pill arrived and where each worker exited."""
+def _colour(file_id: int) -> Any:
+    return plt.get_cmap("tab20")(file_id % FILE_COLOURS)
+
+
+def _panel(ax: Any, timing: dict[str, Any], title: str) -> None:
+    """One model's lanes: a bar per file per stage, a mark where the end of the stream reached each
+    worker and where it exited, the coordinator's pill puts and the last verification."""
     workers = timing.get("workers", {})
     lanes = _lanes(timing)
     shown = lanes[:MAX_LANES]
-    row = {name: i for i, name in enumerate(shown)}
-    fig, ax = plt.subplots(figsize=(12, 1.2 + 0.38 * max(1, len(shown))))
-    cmap = plt.get_cmap("tab20")
-    bars: dict[str, list[tuple[float, float]]] = {n: [] for n in shown}
-    colors: dict[str, list[Any]] = {n: [] for n in shown}
     wall = timing.get("wall_s") or 0.0
     min_width = wall / 2000 if wall else 0.0
+    bars: dict[str, list[tuple[float, float]]] = {n: [] for n in shown}
+    colours: dict[str, list[Any]] = {n: [] for n in shown}
     for name, _stage, file_id, start, end in timing.get("spans") or []:
         if name in bars:
             bars[name].append((start, max(end - start, min_width)))
-            colors[name].append(cmap(file_id % 20))
-    for name in shown:
-        y = row[name]
+            colours[name].append(_colour(file_id))
+    for y, name in enumerate(shown):
         if bars[name]:
-            ax.broken_barh(bars[name], (y - 0.35, 0.7), facecolors=colors[name], edgecolor="black", linewidth=0.3)
+            ax.broken_barh(bars[name], (y - 0.35, 0.7), facecolors=colours[name], edgecolor="black", linewidth=0.3)
         w = workers[name]
         if w.get("pill_s") is not None:
-            ax.plot(w["pill_s"], y, marker="v", color="crimson", markersize=7, zorder=3)
+            ax.plot(w["pill_s"], y, zorder=3, **PILL)
         if w.get("exited_s") is not None:
-            ax.plot(w["exited_s"], y, marker="|", color="black", markersize=12, zorder=3)
+            ax.plot(w["exited_s"], y, zorder=3, **EXIT)
     for puts in _pills_put(timing).values():
         for t in puts:
-            ax.axvline(t, color="crimson", linestyle=":", linewidth=0.8)
+            ax.axvline(t, **PUT)
     if timing.get("last_verified_s") is not None:
-        ax.axvline(timing["last_verified_s"], color="green", linestyle="--", linewidth=0.8)
-    ax.set_yticks(range(len(shown)), shown)
-    ax.invert_yaxis()
-    ax.set_xlabel("seconds since start")
+        ax.axvline(timing["last_verified_s"], **LAST)
+    ax.set_yticks(range(len(shown)), shown, fontsize=8)
+    ax.set_ylim(len(shown) - 0.5, -0.5)
     extra = f" (first {MAX_LANES} of {len(lanes)} workers)" if len(lanes) > len(shown) else ""
-    ax.set_title(f"{title}{extra}\nbars: one per file per stage; ▼ pill arrived; | worker exited; "
-                 "dotted: pills put; dashed: last file verified", fontsize=9)
+    ax.set_title(f"{title}{extra}", fontsize=10, loc="left")
     ax.grid(axis="x", alpha=0.3)
+
+
+def _legend(files: int) -> list[Any]:
+    """What the marks mean: one colour per file (shared by every panel), the pill and exit marks, the lines."""
+    handles: list[Any] = [Patch(facecolor=_colour(i), edgecolor="black", linewidth=0.3, label=f"file {i}")
+                          for i in range(1, min(files, FILE_COLOURS) + 1)]
+    if files > FILE_COLOURS:
+        handles.append(Patch(facecolor="white", edgecolor="white", label=f"(colour = file id mod {FILE_COLOURS})"))
+    return handles + [
+        Line2D([], [], linestyle="none", label="end of stream reached the worker (pill; anyio: last clone closed)",
+               **PILL),
+        Line2D([], [], linestyle="none", label="worker exited", **EXIT),
+        Line2D([], [], label="coordinator starts ending a stage's stream", **PUT),
+        Line2D([], [], label="last file verified", **LAST),
+    ]
+
+
+def timelines(timings: dict[str, dict[str, Any]], title: str, path: Path, files: int) -> Path:
+    """The models' timelines in one figure, one panel per model, on one shared time axis: one lane
+    per worker, one bar per file per stage (a file keeps its colour across stages and models), and
+    one legend for the marks."""
+    lanes = {label: min(len(_lanes(t)), MAX_LANES) or 1 for label, t in timings.items()}
+    fig, axes = plt.subplots(len(timings), 1, sharex=True, squeeze=False,
+                             figsize=(12, 2.2 + sum(0.3 * n + 0.6 for n in lanes.values())),
+                             gridspec_kw={"height_ratios": [n + 1.5 for n in lanes.values()]})
+    for ax, (label, timing) in zip(axes[:, 0], timings.items()):
+        _panel(ax, timing, label)
+    axes[-1, 0].set_xlabel("seconds since the run started")
+    fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    handles = _legend(files)
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0), ncol=min(5, len(handles)), fontsize=8,
+               frameon=False)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # "tight" takes in the legend below the panels
     plt.close(fig)
     return path
 

@@ -155,7 +155,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args or args[0] not in KINDS:
         sys.stderr.write(f"usage: python -m pillpipe.benchmarks.probe {{{','.join(KINDS)}}} [run flags]\n")
         return 2
-    result = measure(args[0], args[1:])
+    from pillpipe.common.config import UsageError
+
+    try:
+        result = measure(args[0], args[1:])
+    except UsageError as exc:  # a flag the variant rejects: one line, exit 2, as the command line does
+        sys.stderr.write(f"probe {args[0]}: error: {exc}\n")
+        return 2
     sys.stdout.write(json.dumps(result) + "\n")
     sys.stdout.flush()
     return 0

@@ -12,6 +12,7 @@ import pytest
 
 from pillpipe.benchmarks import bare, compare, units
 from pillpipe.benchmarks.harness import percentile, probe
+from pillpipe.variants import CONCURRENT
 
 from .conftest import ROOT
 
@@ -63,16 +64,64 @@ def test_compare_end_to_end_writes_table_timelines_and_trace(tmp_path):
     assert done.returncode == 0, done.stderr
     for label in ("efficiency vs ideal", "shutdown tail", "pill propagation: api", "OS threads", "peak RSS", "p95"):
         assert label in done.stdout
-    for variant in ("threaded", "asyncio"):
-        assert (tmp_path / f"timeline-{variant}.png").read_bytes()[:8] == PNG
+    for variant in CONCURRENT:  # one column per model
+        assert variant in done.stdout.splitlines()[2]
+    assert (tmp_path / "timelines.png").read_bytes()[:8] == PNG  # every model in one picture
+    assert not list(tmp_path.glob("timeline-*.png"))
     trace = json.loads((tmp_path / "trace.json").read_text())
+    assert sum(e["name"] == "process_name" for e in trace["traceEvents"]) == len(CONCURRENT)
     spans = [e for e in trace["traceEvents"] if e["ph"] == "X"]
-    assert len(spans) == 2 * 12 * 3  # per variant: one per file per stage (S3, API, verify)
-    assert sum(e["name"] == "pill" for e in trace["traceEvents"]) == 2 * (3 + 2 + 1)
+    assert len(spans) == len(CONCURRENT) * 12 * 3  # per variant: one per file per stage (S3, API, verify)
+    assert sum(e["name"] == "pill" for e in trace["traceEvents"]) == len(CONCURRENT) * (3 + 2 + 1)
     result = json.loads((tmp_path / "compare.json").read_text())
-    for variant in ("threaded", "asyncio"):
+    assert set(result["variants"]) == set(CONCURRENT)
+    for variant in CONCURRENT:
         row = result["variants"][variant]
         assert row["processed"] == 12 and 0 < row["efficiency"] <= 1.0001
+
+
+def test_timelines_share_one_time_axis_with_a_legend(tmp_path):
+    import matplotlib
+
+    from pillpipe.benchmarks import plots
+
+    timings = {v: probe(v, ["--files", "4", "--time-scale", "0.002", "--quiet", "--trace"])["report"]["timing"]
+               for v in CONCURRENT}
+    captured = {}
+    real_savefig = matplotlib.figure.Figure.savefig
+
+    def keep(fig, *args, **kw):
+        captured["fig"] = fig
+        return real_savefig(fig, *args, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(matplotlib.figure.Figure, "savefig", keep)
+        plots.timelines(timings, "4 files", tmp_path / "t.png", files=4)
+    fig = captured["fig"]
+    panels = [ax for ax in fig.axes if ax.get_title(loc="left")]
+    assert [ax.get_title(loc="left") for ax in panels] == list(CONCURRENT)
+    assert len({ax.get_xlim() for ax in panels}) == 1  # one shared time axis
+    labels = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+    assert [f"file {i}" for i in range(1, 5)] == [t for t in labels if t.startswith("file ")]
+    assert any("end of stream" in t for t in labels) and "worker exited" in labels
+    assert (tmp_path / "t.png").read_bytes()[:8] == PNG
+
+
+def test_compare_says_which_model_rejects_a_run_flag(tmp_path):
+    done = _run([sys.executable, "-m", "pillpipe", "compare", "--files", "3", "--time-scale", "0", "--shutdown",
+                 "relay", "--out", str(tmp_path)])
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "anyio: --shutdown applies" in done.stderr and "--variants" in done.stderr
+    done = _run([sys.executable, "-m", "pillpipe", "compare", "--variants", "threaded", "asyncio", "--files", "3",
+                 "--time-scale", "0", "--shutdown", "relay", "--out", str(tmp_path)])
+    assert done.returncode == 0, done.stderr
+    assert set(json.loads((tmp_path / "compare.json").read_text())["variants"]) == {"threaded", "asyncio"}
+
+
+def test_compare_passes_only_run_flags_to_the_models():
+    argv = ["--files", "3", "--variants", "threaded", "anyio", "--out", "x", "--timeout=5", "--json", "--seed", "2",
+            "--python", "py", "--variants=asyncio"]
+    assert compare._strip(argv) == ["--files", "3", "--seed", "2"]
 
 
 def test_pillpipe_compare_rejects_bad_flags():
@@ -252,7 +301,7 @@ def test_compare_passes_python_through_and_records_it(tmp_path):
     assert done.returncode == 0, done.stderr
     result = json.loads((tmp_path / "compare.json").read_text())
     assert [i["python"] for i in result["environment"]["interpreters"]] == [platform.python_version()]
-    assert set(result["variants"]) == {"threaded", "asyncio"}
+    assert set(result["variants"]) == set(CONCURRENT)
 
 
 def test_strategies_smoke_case_produces_parseable_results(tmp_path):
