@@ -237,6 +237,27 @@ def test_registry_one_module_per_scenario():
     assert list(all_scenarios()) == list(REGISTRY)
 
 
+def test_strategies_count_only_the_cells_an_interpreter_can_run():
+    from pillpipe.benchmarks.scenario import Bench
+    from pillpipe.benchmarks.scenarios import scenario
+
+    s, plan = scenario("strategies"), scenario("strategies").full
+    libs = {"anyio": "4", "trio": "0.22", "uvloop": "0.19"}
+    py311 = {"path": "python3.11", "python": "3.11.7", "queue_shutdown": False, "libraries": libs}
+    py313 = {**py311, "path": "python3.13", "python": "3.13.0", "queue_shutdown": True}
+
+    def count(*interpreters):
+        return s.count(plan, Bench(False, list(interpreters), quick=False))
+
+    per_cell = len(plan.workers) * plan.repeats + len(plan.faults) * plan.fault_repeats
+    needs_313 = sum(c.needs_313 for c in plan.cells())
+    side_313 = sum(label.endswith("queue-shutdown") for label in plan.interpreter_cells)
+    assert needs_313 and side_313
+    assert count(py313) - count(py311) == needs_313 * per_cell + side_313 * plan.repeats
+    # a second interpreter adds its side-by-side runs, and lets queue-shutdown run under it
+    assert count(py311, py313) == count(py311) + needs_313 * per_cell + len(plan.interpreter_cells) * plan.repeats
+
+
 def test_units_show_the_spread_only_for_several_runs():
     three = {"median": 0.002, "min": 0.001, "max": 0.004, "n": 3}
     assert units.ms(three) == "2.000 (1.000-4.000)" and units.ms(three, spread=False) == "2.000"

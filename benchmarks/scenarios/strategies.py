@@ -98,6 +98,16 @@ def _has_libraries(cell: Cell, info: dict[str, Any]) -> bool:
         (cell.loop not in ("uvloop", "trio") or bool(libs.get(cell.loop)))
 
 
+def _runs_under(cell: Cell, info: dict[str, Any]) -> bool:
+    """Whether an interpreter can run the cell (the side-by-side table)."""
+    return (not cell.needs_313 or info["queue_shutdown"]) and _has_libraries(cell, info)
+
+
+def _side_by_side(plan: Plan, interpreters: list[dict[str, Any]]) -> list[tuple[Cell, dict[str, Any]]]:
+    by_label = {c.label: c for c in cells()}
+    return [(by_label[label], info) for label in plan.interpreter_cells for info in interpreters]
+
+
 class Strategies(Scenario):
     name = "strategies"
     title = "every model x termination strategy x loop: files/s, shutdown tail, stream end, worker deaths"
@@ -111,7 +121,9 @@ class Strategies(Scenario):
 
     def count(self, plan: Plan, bench: Bench) -> int:
         per_cell = len(plan.workers) * plan.repeats + len(plan.faults) * plan.fault_repeats
-        return len(plan.cells()) * per_cell + len(plan.interpreter_cells) * len(bench.interpreters) * plan.repeats
+        cells_run = sum(_pick_python(cell, bench.interpreters) is not None for cell in plan.cells())
+        side = sum(_runs_under(cell, info) for cell, info in _side_by_side(plan, bench.interpreters))
+        return cells_run * per_cell + side * plan.repeats
 
     def run(self, bench: Bench, plan: Plan) -> dict[str, Any]:
         out: dict[str, Any] = {"plan": asdict(plan), "cells": [], "interpreters": []}
@@ -137,19 +149,16 @@ class Strategies(Scenario):
                     with bench.step(f"strategies {cell.label} {fault} ({i + 1}/{plan.fault_repeats})"):
                         row["faults"].append(fault_run(cell, info["path"], fault, plan))
             out["cells"].append(row)
-        by_label = {c.label: c for c in cells()}
-        for label in plan.interpreter_cells:
-            cell = by_label[label]
-            for info in bench.interpreters:
-                entry: dict[str, Any] = {"label": label, "python": info["python"]}
-                if (cell.needs_313 and not info["queue_shutdown"]) or not _has_libraries(cell, info):
-                    entry["skipped"] = "not available on this interpreter"
-                else:
-                    try:
-                        entry.update(throughput(bench, cell, info["path"], plan, plan.workers[0]))
-                    except ProbeFailed as exc:
-                        entry["error"] = exc.reason
-                out["interpreters"].append(entry)
+        for cell, info in _side_by_side(plan, bench.interpreters):
+            entry: dict[str, Any] = {"label": cell.label, "python": info["python"]}
+            if not _runs_under(cell, info):
+                entry["skipped"] = "not available on this interpreter"
+            else:
+                try:
+                    entry.update(throughput(bench, cell, info["path"], plan, plan.workers[0]))
+                except ProbeFailed as exc:
+                    entry["error"] = exc.reason
+            out["interpreters"].append(entry)
         return out
 
     def summary(self, result: dict[str, Any]) -> str:
