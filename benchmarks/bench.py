@@ -48,7 +48,7 @@ def parser(prog: str) -> argparse.ArgumentParser:
                                 epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
                    help=f"a smoke run of every scenario but memory, {QUICK_TAKES}; targets as information only")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory (default %(default)s)")
+    p.add_argument("--out", type=Path, help=f"output directory (default {DEFAULT_OUT})")
     p.add_argument("--only", nargs="+", choices=REGISTRY, metavar="SCENARIO",
                    help=f"run only these scenarios ({', '.join(REGISTRY)})")
     p.add_argument("--python", action="append", metavar="PATH", dest="pythons",
@@ -67,11 +67,16 @@ def main(argv: Sequence[str], prog: str = "pillpipe bench") -> int:
     scenarios = all_scenarios()
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     if ns.render:
+        given = [flag for flag, value in (("--quick", ns.quick), ("--only", ns.only), ("--python", ns.pythons),
+                                          ("--out", ns.out)) if value]
+        if given:
+            p.error(f"--render measures nothing and writes into DIR: drop {', '.join(given)}")
         try:
             earlier = json.loads((ns.render / "results.json").read_text())
         except (OSError, ValueError) as exc:
             p.error(f"--render: cannot read {ns.render / 'results.json'}: {exc}")
         return report(earlier, ns.render, scenarios, err)
+    out: Path = ns.out or DEFAULT_OUT
     chosen = [name for name, s in scenarios.items()
               if (ns.only is None or name in ns.only) and s.plan(ns.quick) is not None]
     pythons: list[str | None] = list(ns.pythons or [None])
@@ -99,13 +104,18 @@ def main(argv: Sequence[str], prog: str = "pillpipe bench") -> int:
             done += planned[name]
             bench.progress.update(bench.task, completed=done)  # a scenario that stopped early
     res["elapsed_s"] = time.perf_counter() - started
-    ns.out.mkdir(parents=True, exist_ok=True)
-    (ns.out / "results.json").write_text(json.dumps(res, indent=2))
-    return report(res, ns.out, scenarios, err, wrote=[ns.out / "results.json"])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(res, indent=2))
+    return report(res, out, scenarios, err, wrote=[out / "results.json"])
+
+
+def measured(res: dict[str, Any], scenarios: dict[str, Scenario]) -> list[str]:
+    """The scenarios ``res`` holds results of that this code knows (a results.json may be older)."""
+    return [name for name in res["scenarios"] if name in res and name in scenarios]
 
 
 def targets(res: dict[str, Any], scenarios: dict[str, Scenario]) -> list[Target]:
-    return [t for name in res["scenarios"] if name in res for t in scenarios[name].targets(res[name])]
+    return [t for name in measured(res, scenarios) for t in scenarios[name].targets(res[name])]
 
 
 def report(res: dict[str, Any], out: Path, scenarios: dict[str, Scenario], err: Console,
@@ -117,9 +127,8 @@ def report(res: dict[str, Any], out: Path, scenarios: dict[str, Scenario], err: 
         (out / "results.json").write_text(json.dumps(res, indent=2))
     (out / "summary.md").write_text(summary_md(res, found, scenarios))
     written = [*wrote, out / "summary.md"]
-    for name in res["scenarios"]:
-        if name in res:
-            written += scenarios[name].plots(res[name], out)
+    for name in measured(res, scenarios):
+        written += scenarios[name].plots(res[name], out)
     err.print("wrote " + ", ".join(str(w) for w in written))
     judged = not res.get("quick")
     err.print("targets:" if judged else "targets (information only: --quick is too small to judge them):")
@@ -152,8 +161,10 @@ def summary_md(res: dict[str, Any], found: list[Target], scenarios: dict[str, Sc
     for name, reason in (res.get("errors") or {}).items():
         lines += [f"## {name}: FAILED", "", reason, ""]
     for name in res["scenarios"]:
-        if name in res:
+        if name in measured(res, scenarios):
             lines.append(scenarios[name].summary(res[name]))
+        elif name in res:
+            lines += [f"## {name}", "", "(a scenario this version of the harness does not know: see results.json)", ""]
     return "\n".join(lines)
 
 

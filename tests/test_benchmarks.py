@@ -187,6 +187,13 @@ def test_quick_targets_are_information_only(tmp_path):
     assert "information only" in done.stderr and "MISSED" not in done.stderr
 
 
+def test_render_takes_no_measuring_flags(tmp_path):
+    out, _ = _results(tmp_path, RESULTS / "overhead-rerun" / "results.json")
+    done = _run([*BENCH, "--render", str(out), "--quick", "--only", "overhead"], timeout=60)
+    assert done.returncode == 2 and "drop --quick, --only" in done.stderr
+    assert not (out / "summary.md").exists()
+
+
 def test_a_failed_scenario_fails_the_run(tmp_path):
     out, _ = _results(tmp_path, RESULTS / "overhead-rerun" / "results.json", quick=True,
                       errors={"latency": "threaded: exit 1: boom"}, scenarios=["overhead", "latency"])
