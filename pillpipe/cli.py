@@ -77,7 +77,7 @@ def run_command(prog: str, argv: list[str]) -> int:
 def benchmarks_command(prog: str, argv: list[str]) -> int:
     from pillpipe.benchmarks.cli import main
 
-    return main([prog.split()[-1], *argv], prog=prog)
+    return main([prog.split()[-1], *argv], prog=prog.rsplit(" ", 1)[0])
 
 
 # ``pillpipe status`` ---------------------------------------------------------------------------
@@ -89,7 +89,7 @@ def status_command(prog: str, argv: list[str]) -> int:
 
 COMMANDS: dict[str, Command] = {
     "run": Command("VARIANT [flags]", f"run the pipeline on one variant: {', '.join(VARIANTS)}", run_command),
-    "compare": Command("[flags]", "threaded and asyncio on the same workload, side by side: table, timelines, "
+    "compare": Command("[flags]", "the three models on the same workload, side by side: table, timelines, "
                                   "trace", benchmarks_command, extra="bench"),
     "bench": Command("[options]", "the benchmark scenarios, each measurement in a fresh process",
                      benchmarks_command, extra="bench"),
