@@ -21,11 +21,12 @@ import tempfile
 import threading
 import time
 import urllib.request
-from typing import IO, Any
+from typing import IO, Any, Iterable
 
 from pillpipe.common.calls import STATS_PATH, Endpoints
 
 from .process import LOOPBACK, Service, ServiceError, free_port
+from .seeding import s3_client, seed
 from .tls import make_certificates
 
 SERVER = "pillpipe.services.server"
@@ -77,6 +78,13 @@ class EmbeddedServices:
         if self._dir is not None:
             self._dir.cleanup()
             self._dir = None
+
+    def seed(self, objects: Iterable[tuple[str, int]]) -> int:
+        """PutObject each (key, size) into the source bucket (for ``--input`` records, whose names and
+        sizes the generated files do not cover); returns how many."""
+        assert self.endpoints is not None, "start() first"
+        e = self.endpoints
+        return seed(s3_client(e.s3_url, e.access_key, e.secret_key, e.ca_file), objects)
 
     def stats(self) -> dict[str, dict[str, Any]]:
         """Each service's counters (requests by status, connections accepted, hung calls)."""

@@ -23,14 +23,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Iterable
 
-from pillpipe.common.calls import DEFAULT_REGION, botocore_options, source_body, source_objects
+from pillpipe.common.calls import source_objects
 from pillpipe.common.workload import DEST_BUCKET, SOURCE_BUCKET
 
 from .process import LOOPBACK, Service, ServiceError, free_port
+from .seeding import s3_client, seed
 
 ADMIN_GRPC_OFFSET = 10000  # SeaweedFS's GrpcPortOffset: where its worker looks for the admin's gRPC
 
@@ -88,23 +88,11 @@ class SeaweedFS:
 
     def client(self) -> Any:
         """A boto3 client for this server (the seeding's, and a test's)."""
-        import boto3
-        from botocore.config import Config
+        return s3_client(self.url or "", self.access_key, self.secret_key)
 
-        return boto3.session.Session().client(
-            "s3", endpoint_url=self.url, region_name=DEFAULT_REGION, aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key, config=Config(**botocore_options(8, 10.0)))
-
-    def seed(self, objects: Any) -> int:
-        """PutObject each (key, size) into the source bucket, eight at a time; returns how many."""
-        client = self.client()
-        try:
-            with ThreadPoolExecutor(8, thread_name_prefix="seed") as pool:
-                return sum(1 for _ in pool.map(
-                    lambda item: client.put_object(Bucket=SOURCE_BUCKET, Key=item[0], Body=source_body(*item)),
-                    objects))
-        finally:
-            client.close()
+    def seed(self, objects: Iterable[tuple[str, int]]) -> int:
+        """PutObject each (key, size) into the source bucket; returns how many."""
+        return seed(self.client(), objects)
 
     def stop(self) -> None:
         if self.service is not None:

@@ -22,7 +22,7 @@ from pillpipe.common.calls import (CallError, ConnectionRefused, Copied, Endpoin
                                    HttpError, ObjectInfo, Posted, Record, ServiceUnavailable, TlsError)
 from pillpipe.common.faults import FaultPlan
 from pillpipe.common.workload import DEST_BUCKET, Workload, generate_files
-from pillpipe.services.embedded import EmbeddedServices
+from pillpipe.services.embedded import EmbeddedServices, fetch_stats
 from pillpipe.services.seaweed import SeaweedFS
 from pillpipe.threaded import clients as threaded_clients
 
@@ -181,7 +181,14 @@ def test_a_server_killed_mid_call_is_a_per_call_error_not_a_hang(client):
     connection error, well before its timeout, and the next one is refused."""
     with EmbeddedServices(objects=1) as services:
         hung = calls.ApiPost({"id": 1}, calls.Hint(0.0, calls.HANG))
-        killer = threading.Timer(0.5, services.api.kill)
+
+        def kill_once_the_call_waits() -> None:
+            deadline = time.monotonic() + 20
+            while fetch_stats(services.endpoints.api_url)["hung"] == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            services.api.kill()
+
+        killer = threading.Thread(target=kill_once_the_call_waits)
         killer.start()
         try:
             started = time.monotonic()

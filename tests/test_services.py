@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from urllib.parse import quote
 
 import pytest
 
@@ -185,6 +186,14 @@ def test_the_source_bucket_holds_the_generated_files(services):
         assert (status, int(headers["Content-Length"]), body) == (200, size, calls.source_body(key, size))
     assert _request(f"{s3}/{SOURCE_BUCKET}/file_105.pdf", "HEAD")[0] == 404  # only five
     assert _request(f"{s3}/no-such-bucket/file_100.pdf")[0] == 404
+
+
+def test_records_of_an_input_file_are_seeded_with_their_names_and_sizes(services):
+    record = FileRecord(77, "reports/ä 2024.pdf", size=12345)
+    assert services.seed([(record.name, calls.expected_size(record))]) == 1
+    status, headers, body = _request(f"{services.endpoints.s3_url}/{SOURCE_BUCKET}/{quote(record.name)}")
+    assert (status, int(headers["Content-Length"])) == (200, 12345)
+    assert body == calls.source_body(record.name, 12345)
 
 
 def test_the_api_stores_and_returns_records(services):
