@@ -81,7 +81,7 @@ class Clients:
 
     def connections(self) -> dict[str, int | None]:
         """Connections each client has opened so far (None where the library does not tell)."""
-        return {"s3": _opened(getattr(self._s3._endpoint.http_session, "_manager", None)), "api": self._api.opened()}
+        return {"s3": _opened(lambda: self._s3._endpoint.http_session._manager), "api": self._api.opened()}
 
     def _copy(self, call: S3Copy) -> Copied:
         self._s3.copy_object(Bucket=call.bucket, Key=call.key, MetadataDirective="REPLACE",
@@ -123,10 +123,12 @@ def _ssl_context(endpoints: Endpoints) -> ssl.SSLContext | None:
     return ssl.create_default_context(cafile=endpoints.ca_file) if endpoints.ca_file else None
 
 
-def _opened(manager: Any) -> int | None:
-    """Connections a urllib3 ``PoolManager`` has opened (``num_connections`` of each host's pool)."""
+def _opened(manager: Callable[[], Any]) -> int | None:
+    """Connections a urllib3 ``PoolManager`` has opened (``num_connections`` of each host's pool);
+    None if the library's insides moved (boto3 keeps its manager in private attributes)."""
     try:
-        return sum(manager.pools[key].num_connections for key in manager.pools.keys())
+        pools = manager().pools
+        return sum(pools[key].num_connections for key in pools.keys())
     except (AttributeError, KeyError, TypeError):
         return None
 
@@ -148,7 +150,7 @@ class _Urllib3:
         return reply.status, reply.data
 
     def opened(self) -> int | None:
-        return _opened(self._http)
+        return _opened(lambda: self._http)
 
     def close(self) -> None:
         self._http.clear()
