@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 from rich.console import Console
 from rich.table import Table
 
-from pillpipe.common.config import Config, build_parser, config_from_args
+from pillpipe.common.config import Config, applicable, build_parser, config_from_args
 from pillpipe.common.report import IGNORED
 from pillpipe.common.simulate import Simulation, simulate
 from pillpipe.variants import CONCURRENT
@@ -126,6 +126,10 @@ def main(argv: Sequence[str], prog: str = "pillpipe compare") -> int:
     variants = list(dict.fromkeys(ns.variants))
     if len(variants) < 2:
         p.error(f"--variants: give two or more to compare (got {' '.join(variants)})")
+    for variant in variants if not ns.pythons else ():  # other interpreters judge for themselves
+        problem = applicable(config, variant)
+        if problem is not None:
+            p.error(f"{variant}: {problem} (choose the models with --variants)")
     run_flags = _strip(argv) + ["--quiet", "--details", "--trace"]
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     pythons: list[str | None] = list(ns.pythons or [None])

@@ -111,7 +111,8 @@ def test_compare_says_which_model_rejects_a_run_flag(tmp_path):
     done = _run([sys.executable, "-m", "pillpipe", "compare", "--files", "3", "--time-scale", "0", "--shutdown",
                  "relay", "--out", str(tmp_path)])
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert "anyio: --shutdown applies" in done.stderr and "--variants" in done.stderr
+    assert "anyio: --shutdown relay applies" in done.stderr and "--variants" in done.stderr
+    assert "running" not in done.stderr  # refused before any model ran
     done = _run([sys.executable, "-m", "pillpipe", "compare", "--variants", "threaded", "asyncio", "--files", "3",
                  "--time-scale", "0", "--shutdown", "relay", "--out", str(tmp_path)])
     assert done.returncode == 0, done.stderr
