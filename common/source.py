@@ -118,7 +118,7 @@ def _read_jsonl(stream: IO[str]) -> Iterator[Item]:
         try:
             data = json.loads(text)
         except ValueError as exc:
-            yield Rejected(number, Outcome.INVALID, f"line {number}: bad JSON ({exc.msg})")
+            yield Rejected(number, Outcome.INVALID, f"line {number}: bad JSON ({exc.msg if isinstance(exc, json.JSONDecodeError) else exc})")
             continue
         yield _build(number, data)
 

@@ -115,3 +115,12 @@ def test_input_reports_are_equal_across_variants(tmp_path):
     from pillpipe import threaded
     config = fast(input=write(tmp_path, "in.jsonl", JSONL), details=True, fail_rate=0.3, seed=3)
     assert threaded.run(config) == asyncio_version.run(config)
+
+
+def test_a_json_number_too_big_for_int_is_an_invalid_line(run, tmp_path):
+    """json.loads raises a plain ValueError (no ``.msg``) past int's digit limit: still one bad line."""
+    text = '{"id": ' + "1" * 5000 + ', "name": "huge.pdf"}\n{"id": 2, "name": "b.pdf"}\n'
+    report = run(fast(input=write(tmp_path, "in.jsonl", text), details=True))
+    assert (report.expected, report.success, report.invalid) == (2, 1, 1)
+    outcome, error = rejected(report)[1]
+    assert outcome == "invalid" and error.startswith("line 1: bad JSON (Exceeds the limit")
