@@ -58,6 +58,8 @@ def main(run: Callable[[Config], Report], prog: str, argv: Sequence[str] | None 
     try:
         report = run(config)
     except WorkerCrashes as crashes:
+        if crashes.report is None:  # never from a run, which attaches its report: the crash goes on up
+            raise
         report = crashes.report
     except UsageError as exc:  # what this variant cannot do here (say, queue-shutdown before 3.13)
         usage_exit(prog, str(exc))

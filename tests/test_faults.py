@@ -178,3 +178,16 @@ def test_output_piped_to_head_never_kills_a_worker(variant, fault, code):
     assert first.startswith("🔖 Dispatcher: dispatching file file_100.pdf".encode())
     assert child.returncode == code, err
     assert b"Traceback" not in err and b"BrokenPipe" not in err
+
+
+def test_a_crash_that_carries_no_report_goes_on_up():
+    """The command prints the report a ``WorkerCrashes`` carries; one without a report (a run
+    never raises it so) is raised on, not turned into an AttributeError on ``None``."""
+    from pillpipe.common.cli import main
+
+    def run(config):
+        raise WorkerCrashes("worker crashed", [RuntimeError("boom")])
+
+    with pytest.raises(WorkerCrashes) as info:
+        main(run, "pillpipe run test", ["--files", "1", "--quiet"])
+    assert info.value.report is None and str(info.value.exceptions[0]) == "boom"
