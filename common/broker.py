@@ -151,7 +151,7 @@ def encode(message: Message) -> bytes:
     JSON, never pickle: whatever reads the broker must not run what it finds there."""
     if message is PILL:
         return PILL_BYTES
-    record: FileRecord = message  # type: ignore[assignment]
+    record: FileRecord = message
     fields = {name: getattr(record, name) for name in _FIELDS}
     for name in ("status", "failed_stage", "last_stage"):
         if fields[name] is not None:
@@ -369,7 +369,8 @@ def commit_args(rows: Iterable[dict[str, Any]]) -> list[str]:
 
 
 def row_of(raw: bytes | str) -> dict[str, Any]:
-    return json.loads(raw)
+    row: dict[str, Any] = json.loads(raw)
+    return row
 
 
 def sorted_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

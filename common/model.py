@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Final, Union
+from typing import TYPE_CHECKING, Final, Union
 
 
 class Status(str, enum.Enum):
@@ -64,25 +64,34 @@ class Rejected:
     name: str | None = None
 
 
-class _Pill:
-    """The poison pill's type: one private instance, compared by identity, never ``None``."""
+if TYPE_CHECKING:
+    class _Pill(enum.Enum):
+        """What a type checker sees: a type with exactly one value, so ``message is PILL`` narrows
+        a ``Message`` to a ``FileRecord`` (identity narrows enums, never a plain class's instance).
+        At run time the pill is the class below, unchanged."""
 
-    __slots__ = ()
-    _instance: "_Pill | None" = None
+        PILL = "PILL"
 
-    def __new__(cls) -> "_Pill":
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
+    PILL: Final = _Pill.PILL
+else:
+    class _Pill:
+        """The poison pill's type: one private instance, compared by identity, never ``None``."""
 
-    def __repr__(self) -> str:
-        return "PILL"
+        __slots__ = ()
+        _instance: "_Pill | None" = None
 
-    def __reduce__(self) -> str:  # pickling keeps the singleton
-        return "PILL"
+        def __new__(cls) -> "_Pill":
+            if cls._instance is None:
+                cls._instance = super().__new__(cls)
+            return cls._instance
 
+        def __repr__(self) -> str:
+            return "PILL"
 
-PILL: Final = _Pill()
+        def __reduce__(self) -> str:  # pickling keeps the singleton
+            return "PILL"
+
+    PILL: Final = _Pill()
 
 Message = Union[FileRecord, _Pill]
 """What travels on every queue: a record, or the pill that ends a consumer."""
