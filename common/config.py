@@ -91,7 +91,7 @@ class Config:
         object.__setattr__(self, "fault_plan", plan)
 
     def stage_plan(self, events: Events | None = None) -> StagePlan:
-        workload = Workload(self.seed, tuple(self.s3_latency), tuple(self.api_latency), self.time_scale, self.fail_rate)
+        workload = Workload(self.seed, (*self.s3_latency,), (*self.api_latency,), self.time_scale, self.fail_rate)
         return StagePlan(workload, self.fault_plan, self.retries, self.retry_backoff, self.stage_timeout,
                          events if events is not None else Events(None))
 
@@ -171,7 +171,7 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
-    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> argparse.Namespace:  # type: ignore[override]
+    def parse_args(self, args: Sequence[str] | None = None, namespace: None = None) -> argparse.Namespace:  # type: ignore[override]
         ns, unknown = self.parse_known_args(args, namespace)
         if unknown:
             flags = [option for option in self._option_string_actions if option.startswith("--")]

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import sys
 from contextlib import AbstractContextManager
-from typing import Any, Iterator
+from typing import Any, Generator, Iterator, Sequence
 
 from .config import Config
 from .crew import Crew
 from .events import Events
 from .faults import InjectedCrash
 from .ledger import Ledger
-from .model import FileRecord, Outcome, Rejected, Stage
+from .model import FileRecord, Message, Outcome, Rejected, Stage
 from .report import Report
 from .shutdown import NEXT, Shutdown
 from .source import InputError, open_input, records
@@ -42,18 +42,22 @@ def events_for(config: Config) -> Events:
     return Events(sys.stderr if config.json else sys.stdout)
 
 
-class WorkerCrashes(ExceptionGroup):
+class WorkerCrashes(ExceptionGroup[Exception]):
     """Raised by ``run`` when a worker loop died (a bug, not a per-file error); carries the report."""
 
-    def __new__(cls, message: str, exceptions: Any, report: Report | None = None) -> "WorkerCrashes":
+    report: Report | None
+
+    def __new__(cls, message: str, exceptions: Sequence[Exception], report: Report | None = None) -> "WorkerCrashes":
         self = super().__new__(cls, message, exceptions)
         self.report = report
         return self
 
-    def __init__(self, message: str, exceptions: Any, report: Report | None = None) -> None:
+    def __init__(self, message: str, exceptions: Sequence[Exception], report: Report | None = None) -> None:
         super().__init__(message, exceptions)
 
-    def derive(self, exceptions: Any) -> "WorkerCrashes":
+    # split() and subgroup() derive from a subset of our own exceptions, all Exception: the
+    # generic overloads of BaseExceptionGroup.derive would need a generic WorkerCrashes.
+    def derive(self, exceptions: Sequence[Exception]) -> "WorkerCrashes":  # type: ignore[override]
         return WorkerCrashes(self.message, exceptions, self.report)
 
 
@@ -72,7 +76,7 @@ class Context:
         self.timeline = Timeline(config.trace)
         self.crew = Crew({Stage.DISPATCH: 1, Stage.S3: config.s3_workers, Stage.API: config.api_workers,
                           Stage.VERIFY: 1}, lock)
-        self.wakeup = wakeup
+        self._wakeup = wakeup
         self.stop = Stop(self.notices, config.shutdown_grace, wakeup)
         self.shutdown = Shutdown(config.shutdown, {stage: self.crew.alive(stage) for stage in Stage}, lock)
 
@@ -80,12 +84,19 @@ class Context:
     def aborting(self) -> bool:
         return self.stop.aborting
 
+    @property
+    def wakeup(self) -> Wakeup:
+        """The wake-up the variant handed in: only a variant that hands one in waits on it."""
+        if self._wakeup is None:
+            raise RuntimeError(f"the {self.variant} variant handed in no wakeup")
+        return self._wakeup
+
     # A worker's life --------------------------------------------------------------------
     def worker(self, stage: Stage, index: int = 1) -> WorkerClock:
         """A worker starts: its identity and clock, which its loop calls ``me``."""
         return self.timeline.worker(worker_name(stage, index), stage, index)
 
-    def admitted(self) -> Iterator[FileRecord]:
+    def admitted(self) -> Generator[FileRecord, None, None]:
         """The dispatcher's stream: admit each file in order and yield it; once stopping, or once a
         stage has died, cancel the rest instead.  Closing it early (an abort) cancels what is unread."""
         stream, fmt = None, "jsonl"
@@ -212,7 +223,7 @@ class Context:
         """Whether the coordinator empties ``stage``'s queue now (aborting, or the stage is dead)."""
         return self.stop.aborting or stage in self.crew.dead
 
-    def drained(self, stage: Stage, message: Any) -> None:
+    def drained(self, stage: Stage, message: Message) -> None:
         """The coordinator emptied the queue of a dead or aborted stage; ``message`` was in it."""
         if isinstance(message, FileRecord) and not self.stop.aborting:
             self.ledger.settle(message, Outcome.CANCELLED, f"{stage.value} stage dead")
@@ -245,7 +256,7 @@ class Context:
         later = self.crew.dead_after(stage)
         return None if later is None else f"{later.value} stage dead"
 
-    def _cancel_rest(self, items: Iterator[Any]) -> None:
+    def _cancel_rest(self, items: Iterator[FileRecord | Rejected]) -> None:
         try:
             self.ledger.cancel_unadmitted(items, self._dead_reason(Stage.DISPATCH))
         except InputError as exc:

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import hashlib
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import Any, Iterable
 
 from .model import FileRecord, Outcome, Rejected, Stage, Status
 from .report import Report
 from .timing import Timeline
 
 _MOD = 1 << 256
-_TEXT = {member: member.value for enum in (Outcome, Stage) for member in enum}  # .value is slow on the hot path
+_TEXT: dict[Outcome | Stage | None, str] = {member: member.value for enum in (Outcome, Stage) for member in enum}  # .value is slow on the hot path
 _TEXT[None] = ""
 
 
@@ -54,7 +54,7 @@ class Ledger:
                 "line": rejected.line, "id": rejected.id, "name": rejected.name,
                 "outcome": rejected.outcome.value, "error": rejected.error})
 
-    def cancel_unadmitted(self, records: "list[FileRecord] | Any", error: str | None = None) -> None:
+    def cancel_unadmitted(self, records: Iterable[FileRecord | Rejected], error: str | None = None) -> None:
         """Files that were never admitted because of shutdown still end as cancelled."""
         for record in records:
             if isinstance(record, Rejected):

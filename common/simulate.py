@@ -23,6 +23,7 @@ import math
 import statistics
 from collections import deque
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Iterable, Iterator, Sequence
 
 from .config import Config
@@ -110,9 +111,12 @@ def simulate(config: Config, records: Iterable[FileRecord] | None = None,
 
     def work() -> Iterator[tuple[FileRecord, Callable[[Stage], float]]]:
         for record in files:
-            yield record, (lambda stage, r=record: stage_waits(stage, r, plan, fn))
+            yield record, partial(stage_waits, record=record, plan=plan, timer=fn)
 
     return run_pipeline(work(), (config.s3_workers, config.api_workers), config.queue_size)
+
+
+_Item = tuple[FileRecord, Callable[[Stage], float]]  # a file and its ``waits``
 
 
 def run_pipeline(items: Iterator[tuple[FileRecord, Callable[[Stage], float]]], workers: tuple[int, int],
@@ -125,10 +129,10 @@ def run_pipeline(items: Iterator[tuple[FileRecord, Callable[[Stage], float]]], w
     and blocked producers are served first come, first served.
     """
     stages = (Stage.S3, Stage.API)
-    queues: list[deque] = [deque(), deque()]  # items waiting for an S3 / API worker
-    blocked: list[deque] = [deque(), deque()]  # (producer, item) waiting for room in queue k
+    queues: list[deque[_Item]] = [deque(), deque()]  # items waiting for an S3 / API worker
+    blocked: list[deque[tuple[str, _Item]]] = [deque(), deque()]  # (producer, item) waiting for room in queue k
     idle = list(workers)
-    events: list[tuple[float, int, int, object]] = []  # (time, seq, stage index, item)
+    events: list[tuple[float, int, int, _Item]] = []  # (time, seq, stage index, item)
     seq = 0
     spans: list[dict[int, tuple[float, float]]] = [{}, {}]
     completed: dict[int, float] = {}

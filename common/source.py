@@ -9,7 +9,7 @@ import io
 import json
 import os
 import sys
-from typing import IO, Iterator
+from typing import IO, Iterator, TextIO
 
 from .model import FileRecord, Outcome, Rejected
 from .workload import generate_files
@@ -21,7 +21,7 @@ class InputError(Exception):
     """The input stopped being readable part-way; what was read before it stands."""
 
 
-def open_input(path: str, fmt: str | None) -> tuple[IO[str], str]:
+def open_input(path: str, fmt: str | None) -> tuple[TextIO, str]:
     """Open ``path`` (``-`` = stdin) for reading; raises ``OSError`` with a clear message."""
     if fmt is None:
         fmt = "csv" if path.lower().endswith(".csv") else "jsonl"
@@ -57,6 +57,7 @@ class _Line(FileRecord):
     """A parsed record that remembers its line number (for duplicates)."""
 
     __slots__ = ("_line",)
+    _line: int
 
 
 def _build(line: int, data: object) -> Item:

@@ -164,7 +164,8 @@ class SqliteStore:
 
     def _has_tables(self) -> bool:
         with self._reading():
-            return self._conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0
+            tables: int = self._conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            return tables > 0
 
     def _check_header(self) -> None:
         where = f"state {self.path}"
@@ -180,9 +181,10 @@ class SqliteStore:
     # Writing -----------------------------------------------------------------------------
     def commit(self, rows: Sequence[Row]) -> int:
         """One transaction: every row or none.  A file's first committed row wins."""
-        files = [row if -_I64 <= row.id < _I64 else row._replace(id=str(row.id))
+        # An id beyond SQLite's 64-bit INTEGER goes in as text (the rows' types say int: hence the ignores).
+        files = [row if -_I64 <= row.id < _I64 else row._replace(id=str(row.id))  # type: ignore[arg-type]
                  for row in rows if type(row) is FileRow]
-        rejected = [row if row.id is None or -_I64 <= row.id < _I64 else row._replace(id=str(row.id))
+        rejected = [row if row.id is None or -_I64 <= row.id < _I64 else row._replace(id=str(row.id))  # type: ignore[arg-type]
                     for row in rows if type(row) is RejectedRow]
         if len(files) + len(rejected) != len(rows):
             raise TypeError("commit takes FileRow and RejectedRow rows only")
@@ -263,12 +265,13 @@ class SqliteStore:
             row = self._conn.execute("SELECT value FROM run WHERE key = ?", (key,)).fetchone()
         if row is None:
             raise StateError(f"state {self.path} is damaged: no {key} recorded")
-        return row[0]
+        value: str = row[0]  # the column is TEXT: SQLite stores every value as text
+        return value
 
     # Closing -----------------------------------------------------------------------------
     def close(self) -> None:
         """Close; idempotent.  The run's lock goes last, once SQLite holds no lock on the file."""
-        conn, self._conn = self._conn, None
+        conn, self._conn = self._conn, None  # type: ignore[assignment]  # a closed store has no connection
         fd, self._lock_fd = self._lock_fd, None
         try:
             if conn is not None:

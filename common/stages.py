@@ -44,7 +44,7 @@ class StagePlan:
     events: Events = field(default_factory=lambda: Events(None))  # where the event lines go (none: quiet)
 
     def backoff(self, attempt: int) -> float:
-        return self.retry_backoff * (2 ** (attempt - 1)) * self.workload.time_scale
+        return self.retry_backoff * (2.0 ** (attempt - 1)) * self.workload.time_scale
 
 
 def s3_copy(record: FileRecord, plan: StagePlan, worker: str) -> Iterator[float]:

@@ -18,17 +18,20 @@ import json
 import time
 from array import array
 from bisect import bisect_left
-from typing import Any, Callable, Iterable, Iterator, NamedTuple, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NamedTuple, Protocol, Sequence
 
 from .config import Config, UsageError
 from .model import FileRecord, Outcome, Rejected, Stage, Status
 from .source import open_input
 
+if TYPE_CHECKING:
+    from .ledger import Ledger
+
 SCHEMA = 1  # the state layout this pillpipe writes and reads; a newer one is refused, never guessed at
 BATCH_ROWS = 1000  # a batch is due at this many rows (rows/s per batch size: docs/resume.md) ...
 BATCH_SECONDS = 0.1  # ... or this long after its oldest row, whichever comes first
 
-_TEXT = {member: member.value for enum in (Outcome, Stage) for member in enum}  # .value is slow on the hot path
+_TEXT: dict[Outcome | Stage | None, str | None] = {member: member.value for enum in (Outcome, Stage) for member in enum}  # .value is slow on the hot path
 _TEXT[None] = None
 _STAGES = {stage.value: stage for stage in Stage}  # and lookups by dict, not Stage(text), when restoring
 _OUTCOMES = {outcome.value: outcome for outcome in Outcome}
@@ -100,7 +103,7 @@ def file_row(record: FileRecord, outcome: Outcome, verified: bool = False) -> Fi
 
 
 def rejected_row(rejected: Rejected) -> RejectedRow:
-    return RejectedRow(rejected.line, _TEXT[rejected.outcome], rejected.id, rejected.name, rejected.error)
+    return RejectedRow(rejected.line, rejected.outcome.value, rejected.id, rejected.name, rejected.error)
 
 
 # Which files a resume works again ------------------------------------------------------
@@ -127,7 +130,7 @@ class Settled:
     carry, go to a small set."""
 
     def __init__(self, rows: Iterable[Row] = ()) -> None:
-        self._ids, self._lines, self._big_ids = array("q"), array("q"), set()
+        self._ids, self._lines, self._big_ids = array("q"), array("q"), set[int]()
         self._sorted = True
         for row in rows:
             self.add(row)
@@ -168,13 +171,13 @@ class Settled:
                 yield item
 
 
-def _holds(values: array, value: int) -> bool:
+def _holds(values: array[int], value: int) -> bool:
     i = bisect_left(values, value)
     return i < len(values) and values[i] == value
 
 
 # Resuming: the rows of earlier runs count as they counted then --------------------------
-def restore(ledger: Any, row: Row) -> None:
+def restore(ledger: Ledger, row: Row) -> None:
     """Count one committed row into ``ledger`` through the ledger's own steps, so its counts,
     digest, ``processed`` and details are exactly what the original outcome contributed."""
     if isinstance(row, RejectedRow):
@@ -190,7 +193,7 @@ def restore(ledger: Any, row: Row) -> None:
         ledger.settle(record, outcome)
 
 
-def restore_all(store: "Store", ledger: Any) -> Settled:
+def restore_all(store: "Store", ledger: Ledger) -> Settled:
     """Before a resumed run starts: count every committed row, and return what it must skip.
 
     A row that does not parse (an outcome or stage no pillpipe writes) is a damaged state:

@@ -71,7 +71,7 @@ class Workload:
     api_latency: tuple[float, float] = (1.0, 2.0)
     time_scale: float = 1.0
     fail_rate: float = 0.0
-    _ranges: dict = field(init=False, repr=False, compare=False)
+    _ranges: dict[Stage, tuple[float, float]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_ranges", {Stage.S3: self.s3_latency, Stage.API: self.api_latency})
