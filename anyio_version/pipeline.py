@@ -22,7 +22,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from pillpipe.common.config import Config
-from pillpipe.common.context import POLL, Context, worker_name
+from pillpipe.common.context import POLL, Args, Context, worker_name
 from pillpipe.common.model import PILL, FileRecord, Message, Stage
 from pillpipe.common.report import Report
 from pillpipe.common.stages import HANG, api_upload, s3_copy
@@ -133,15 +133,15 @@ def run(config: Config) -> Report:
 
 
 # The concurrency primitives ----------------------------------------------------------------
-def _start(tg: TaskGroup, ctx: Context, stage: Stage, index: int, target: Callable[..., Coroutine[Any, Any, None]],
-           *args: Any) -> Worker:
+def _start(tg: TaskGroup, ctx: Context, stage: Stage, index: int, target: Callable[[*Args], Coroutine[Any, Any, None]],
+           *args: *Args) -> Worker:
     worker = Worker(worker_name(stage, index))
     tg.start_soon(_guarded, ctx, stage, worker, target, args, name=worker.name)
     return worker
 
 
-async def _guarded(ctx: Context, stage: Stage, worker: Worker, target: Callable[..., Coroutine[Any, Any, None]],
-                   args: tuple[Any, ...]) -> None:
+async def _guarded(ctx: Context, stage: Stage, worker: Worker, target: Callable[[*Args], Coroutine[Any, Any, None]],
+                   args: tuple[*Args]) -> None:
     """A worker's whole life: an error in its loop is data for the coordinator, never a crash that
     cancels the task group.  However it ends, its stream ends are closed, so a dead producer
     never keeps a stream open."""
@@ -192,7 +192,7 @@ async def _end_stream(ctx: Context, stream: Receive, stage: Stage, consumers: li
     ctx.end_stream(stage)
 
 
-def _close(*ends: Any) -> None:
+def _close(*ends: object) -> None:
     for end in ends:
         if isinstance(end, (MemoryObjectSendStream, MemoryObjectReceiveStream)):
             end.close()

@@ -14,7 +14,7 @@ from functools import partial
 from typing import Any, Callable, Coroutine, Iterator
 
 from pillpipe.common.config import Config, UsageError
-from pillpipe.common.context import POLL, Context, worker_name
+from pillpipe.common.context import POLL, Args, Context, worker_name
 from pillpipe.common.model import PILL, Message, Stage
 from pillpipe.common.report import Report
 from pillpipe.common.stages import HANG, api_upload, s3_copy
@@ -22,8 +22,8 @@ from pillpipe.common.timing import WorkerClock
 
 VARIANT = "asyncio"
 HANDLES_SIGNALS = True  # installs its own SIGINT/SIGTERM handlers for the whole run
-Queue = asyncio.Queue
-Worker = asyncio.Task
+Queue = asyncio.Queue[Message]  # what every queue carries: a record, or the pill
+Worker = asyncio.Task[None]
 STREAM_END = (asyncio.QueueShutDown,) if hasattr(asyncio, "QueueShutDown") else ()  # Queue.shutdown(): Python 3.13+
 
 
@@ -114,14 +114,14 @@ def run(config: Config) -> Report:
 
 
 # The concurrency primitives ----------------------------------------------------------------
-def _start(ctx: Context, stage: Stage, index: int, target: Callable[..., Coroutine[Any, Any, None]],
-           *args: Any) -> Worker:
+def _start(ctx: Context, stage: Stage, index: int, target: Callable[[*Args], Coroutine[Any, Any, None]],
+           *args: *Args) -> Worker:
     name = worker_name(stage, index)
     return asyncio.create_task(_guarded(ctx, stage, name, target, args), name=name)
 
 
-async def _guarded(ctx: Context, stage: Stage, name: str, target: Callable[..., Coroutine[Any, Any, None]],
-                   args: tuple[Any, ...]) -> None:
+async def _guarded(ctx: Context, stage: Stage, name: str, target: Callable[[*Args], Coroutine[Any, Any, None]],
+                   args: tuple[*Args]) -> None:
     """A worker's whole life: an error in its loop is data for the coordinator, never a dead
     task that nobody notices."""
     try:
@@ -163,8 +163,9 @@ async def _check_out(ctx: Context, me: WorkerClock, inbox: Queue | None, outbox:
     relay, pills = ctx.check_out(me)
     if relay and inbox is not None:
         await _put(inbox, PILL)
-    for _ in range(pills if outbox is not None else 0):
-        await _put(outbox, PILL)
+    if outbox is not None:
+        for _ in range(pills):
+            await _put(outbox, PILL)
 
 
 async def _end_stream(ctx: Context, queue_: Queue, stage: Stage, consumers: list[Worker],
@@ -173,7 +174,7 @@ async def _end_stream(ctx: Context, queue_: Queue, stage: Stage, consumers: list
     consumer that dies meanwhile never leaves a pill that nobody takes."""
     how = ctx.end_stream(stage)
     if how == "queue-shutdown":
-        return queue_.shutdown()
+        return queue_.shutdown()  # type: ignore[attr-defined,no-any-return,unused-ignore]  # 3.13+ (Config checks)
     if how == "cancel":  # the asyncio docs' recipe: once queue.join() says every message is done,
         done = asyncio.create_task(queue_.join())  # cancel the idle consumers; if one died, pills
         while not done.done() and _live(consumers) == len(consumers):

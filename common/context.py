@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 from contextlib import AbstractContextManager
-from typing import Any, Generator, Iterator, Sequence
+from typing import Any, Generator, Iterator, Sequence, TypeVarTuple
 
 from .config import Config
 from .crew import Crew
@@ -26,6 +26,7 @@ from .stop import Stop, Wakeup
 from .timing import Timeline, WorkerClock
 
 POLL = 0.05  # seconds: how often a waiting coordinator looks at signals, deaths and the grace period
+Args = TypeVarTuple("Args")  # a worker's arguments, as its function takes them (each variant's ``_start``)
 NAMES = {Stage.DISPATCH: "Dispatcher", Stage.S3: "S3-Worker", Stage.API: "API-Worker", Stage.VERIFY: "Verifier"}
 
 

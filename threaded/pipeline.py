@@ -11,10 +11,10 @@ import signal
 import threading
 from contextlib import closing, contextmanager
 from functools import partial
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 from pillpipe.common.config import Config
-from pillpipe.common.context import POLL, Context, worker_name
+from pillpipe.common.context import POLL, Args, Context, worker_name
 from pillpipe.common.model import PILL, Message, Stage
 from pillpipe.common.report import Report
 from pillpipe.common.stages import HANG, api_upload, s3_copy
@@ -22,7 +22,7 @@ from pillpipe.common.timing import WorkerClock
 
 VARIANT = "threaded"
 HANDLES_SIGNALS = True  # installs its own SIGINT/SIGTERM handlers for the whole run
-Queue = queue.Queue
+Queue = queue.Queue[Message]  # what every queue carries: a record, or the pill
 Worker = threading.Thread
 STREAM_END = (queue.ShutDown,) if hasattr(queue, "ShutDown") else ()  # Queue.shutdown(): Python 3.13+
 
@@ -113,14 +113,14 @@ def run(config: Config) -> Report:
 
 
 # The concurrency primitives ----------------------------------------------------------------
-def _start(ctx: Context, stage: Stage, index: int, target: Callable[..., None], *args: Any) -> Worker:
+def _start(ctx: Context, stage: Stage, index: int, target: Callable[[*Args], None], *args: *Args) -> Worker:
     name = worker_name(stage, index)
     worker = Worker(target=_guarded, args=(ctx, stage, name, target, args), name=name, daemon=True)
     worker.start()
     return worker
 
 
-def _guarded(ctx: Context, stage: Stage, name: str, target: Callable[..., None], args: tuple[Any, ...]) -> None:
+def _guarded(ctx: Context, stage: Stage, name: str, target: Callable[[*Args], None], args: tuple[*Args]) -> None:
     """A worker's whole life: an error in its loop is data for the coordinator, never a dead
     thread that nobody notices."""
     try:
@@ -161,15 +161,16 @@ def _check_out(ctx: Context, me: WorkerClock, inbox: Queue | None, outbox: Queue
     relay, pills = ctx.check_out(me)
     if relay and inbox is not None:
         _put(inbox, PILL)
-    for _ in range(pills if outbox is not None else 0):
-        _put(outbox, PILL)
+    if outbox is not None:
+        for _ in range(pills):
+            _put(outbox, PILL)
 
 
 def _end_stream(ctx: Context, queue_: Queue, stage: Stage, consumers: list[Worker], tend: Callable[[], None]) -> None:
     """End ``stage``'s input stream the run's way; tend while a full queue makes it wait, so a
     consumer that dies meanwhile never leaves a pill that nobody takes."""
     if ctx.end_stream(stage) == "queue-shutdown":
-        return queue_.shutdown()
+        return queue_.shutdown()  # type: ignore[attr-defined,no-any-return,unused-ignore]  # 3.13+ (Config checks)
     pills, sent = ctx.pills_for(stage, _live(consumers)), 0
     while sent < pills and not ctx.aborting:
         try:
