@@ -182,7 +182,8 @@ class BrokerQueue:
             if not block or (remaining is not None and remaining <= 0):
                 raise Empty
             with _errors(self.broker.url):
-                raw = self.broker.client.blmove(self.key, self.processing, block_for(remaining), "RIGHT", "LEFT")
+                # redis-py types BLMOVE's timeout as int; Redis 6+ takes a float
+                raw = self.broker.client.blmove(self.key, self.processing, block_for(remaining), "RIGHT", "LEFT")  # type: ignore[arg-type]
             if raw is not None:
                 break
         self.held = raw
@@ -193,16 +194,17 @@ class BrokerQueue:
 
     def task_done(self) -> None:
         """The ack: the held item has been passed on, so it leaves the processing list (LREM)."""
-        if self.held is None:
+        if self.held is None or self.processing is None:  # only a consumer (with its list) holds
             raise ValueError("task_done() called with nothing held")
         with _errors(self.broker.url):
-            self.broker.client.lrem(self.processing, 1, self.held)
+            # redis-py types LREM's value as str; bytes are sent as they are
+            self.broker.client.lrem(self.processing, 1, self.held)  # type: ignore[arg-type]
         self.held = None
 
     def leave(self) -> int:
         """This consumer exits: a record it still holds goes back to the queue, a pill it holds is
         dropped, its lease ends.  Returns how many records went back."""
-        if self.worker is None:
+        if self.worker is None or self.processing is None:  # a consumer has both
             return 0
         keys = [self.broker.keys.workers(self.stage), self.processing, self.key]
         requeued = self.broker.call("leave", keys, [self.worker, PILL_BYTES])

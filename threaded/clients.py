@@ -128,7 +128,8 @@ def _opened(manager: Callable[[], Any]) -> int | None:
     None if the library's insides moved (boto3 keeps its manager in private attributes)."""
     try:
         pools = manager().pools
-        return sum(pools[key].num_connections for key in pools.keys())
+        opened: int = sum(pools[key].num_connections for key in pools.keys())
+        return opened
     except (AttributeError, KeyError, TypeError):
         return None
 
