@@ -103,7 +103,8 @@ def fetch_stats(url: str, ca_file: str | None = None, timeout: float = 5.0) -> d
     """``GET /_pillpipe/stats`` from one of our services."""
     context = ssl.create_default_context(cafile=ca_file) if url.startswith("https:") else None
     with urllib.request.urlopen(url + STATS_PATH, timeout=timeout, context=context) as response:
-        return json.load(response)
+        stats: dict[str, Any] = json.load(response)
+        return stats
 
 
 def _answers(service: Service, url: str, ca_file: str | None, timeout: float) -> None:

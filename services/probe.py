@@ -57,10 +57,10 @@ def cell(model: str, http_client: str, backend: str | None, op: str, endpoints: 
     import anyio
 
     module = "pillpipe.asyncio_version.clients" if model == "asyncio" else "pillpipe.anyio_version.clients"
-    open_clients = __import__(module, fromlist=["open_clients"]).open_clients
+    open_async_clients = __import__(module, fromlist=["open_clients"]).open_clients
 
     async def run() -> dict[str, float]:
-        async with open_clients(e, s3_pool=concurrency, api_pool=concurrency, timeout=30,
+        async with open_async_clients(e, s3_pool=concurrency, api_pool=concurrency, timeout=30,
                                 http_client=http_client) as c:
             async def worker(calls_: list[Any]) -> None:
                 for call in calls_:
@@ -97,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[tuple[str, ...], list[dict[str, float]]] = {}
     with EmbeddedServices(objects=100) as services:
         e = services.endpoints
+        assert e is not None  # started
         endpoints = {"s3_url": e.s3_url, "api_url": e.api_url, "access_key": e.access_key,
                      "secret_key": e.secret_key}
         for _ in range(args.rounds):

@@ -71,6 +71,7 @@ class RedisServer:
         try:
             self.service.start(ready_timeout)
             proc = self.service.proc
+            assert proc is not None  # start() made it
             while (info := _info(self.port)).get("process_id") != proc.pid or info.get("loading") != 0:
                 if proc.poll() is not None:
                     raise ServiceError(f"redis-server: exited with code {proc.returncode} before it was ready")

@@ -111,7 +111,7 @@ class SeaweedFS:
                         client.head_bucket(Bucket=bucket)
                     return
                 except Exception as exc:  # noqa: BLE001 - not ready yet; give up at the deadline
-                    if time.monotonic() > deadline or (self.service and self.service.proc.poll() is not None):
+                    if time.monotonic() > deadline or (self.service and self.service.proc and self.service.proc.poll() is not None):
                         raise ServiceError(f"seaweedfs: buckets not ready: {type(exc).__name__}") from None
                     time.sleep(0.1)
         finally:

@@ -34,6 +34,7 @@ from urllib.parse import unquote
 from xml.sax.saxutils import escape
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from pillpipe.common.calls import (DELAY_HEADER, DELAY_KEY, FAULT_HEADER, FAULT_KEY, HANG, HINT_PREFIX, INJECTED,
                                    RECORDS_PATH, STATS_PATH, UNAVAILABLE, Hint, source_body, source_size)
@@ -50,7 +51,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class Stats:
     requests: int = 0
     connections: int = 0
-    statuses: Counter = field(default_factory=Counter)
+    statuses: Counter[int] = field(default_factory=Counter)
     hung: int = 0
 
     def to_dict(self, **extra: int) -> dict[str, object]:
@@ -60,7 +61,7 @@ class Stats:
 
 # Hints, shared by both services --------------------------------------------------------------
 def hints(stats: Stats, service: str, read: Callable[[web.Request], Hint],
-          failure: Callable[[int, str, str], web.Response]):
+          failure: Callable[[int, str, str], web.Response]) -> Middleware:
     """Middleware: count, sleep the hinted delay, then 503 / hang / the handler."""
 
     @web.middleware
@@ -261,6 +262,7 @@ async def serve(app: web.Application, port: int, ssl_context: ssl.SSLContext | N
     await runner.setup()
     stats: Stats = app["stats"]
     protocols = runner.server  # aiohttp's low-level server is the protocol factory: one call per connection
+    assert protocols is not None  # setup() made it
 
     def accepted() -> web.RequestHandler:
         stats.connections += 1
