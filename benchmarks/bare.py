@@ -18,14 +18,14 @@ PILL = object()
 
 def run_threads(files: int, s3_workers: int = 3, api_workers: int = 2, queue_size: int = 0) -> float:
     """Seconds to pass ``files`` items through the chain on threads."""
-    q0, q1, q2 = queue.Queue(queue_size), queue.Queue(queue_size), queue.Queue(queue_size)
+    q0, q1, q2 = queue.Queue[object](queue_size), queue.Queue[object](queue_size), queue.Queue[object](queue_size)
     count = [0]
 
     def dispatcher() -> None:
         for i in range(files):
             q0.put(i)
 
-    def relay(src: queue.Queue, dst: queue.Queue) -> None:
+    def relay(src: queue.Queue[object], dst: queue.Queue[object]) -> None:
         while True:
             item = src.get()
             if item is PILL:
@@ -62,14 +62,14 @@ def run_asyncio(files: int, s3_workers: int = 3, api_workers: int = 2, queue_siz
     """Seconds to pass ``files`` items through the chain on asyncio tasks."""
 
     async def main() -> float:
-        q0, q1, q2 = asyncio.Queue(queue_size), asyncio.Queue(queue_size), asyncio.Queue(queue_size)
+        q0, q1, q2 = asyncio.Queue[object](queue_size), asyncio.Queue[object](queue_size), asyncio.Queue[object](queue_size)
         count = 0
 
         async def dispatcher() -> None:
             for i in range(files):
                 await q0.put(i)
 
-        async def relay(src: asyncio.Queue, dst: asyncio.Queue) -> None:
+        async def relay(src: asyncio.Queue[object], dst: asyncio.Queue[object]) -> None:
             while True:
                 item = await src.get()
                 if item is PILL:

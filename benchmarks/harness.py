@@ -50,7 +50,8 @@ def probe(kind: str, flags: Sequence[Any] = (), timeout: float = 600, python: st
     if done.returncode != 0 or not lines:
         tail = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
         raise ProbeFailed(kind, f"exit {done.returncode}: {tail[:300]}")
-    return json.loads(lines[-1])
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
 
 
 # Timer calibration: sleeps from 0.13 ms to 20 ms, where rounding and overshoot matter.
@@ -90,7 +91,7 @@ def interpreter(python: str | None = None, timeout: float = 60) -> dict[str, Any
         raise ProbeFailed("interpreter", f"{path}: {exc}") from None
     if done.returncode != 0:
         raise ProbeFailed("interpreter", f"{path}: exit {done.returncode}: {done.stderr.strip()[-300:]}")
-    info = json.loads(done.stdout.strip().splitlines()[-1])
+    info: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     info["path"] = path
     return info
 
@@ -108,7 +109,7 @@ def environment(pythons: Sequence[str | None] = ()) -> dict[str, Any]:
                     break
     except OSError:
         pass
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in ("pillpipe", "rich", "matplotlib"):
         try:
             versions[name] = metadata.version(name)

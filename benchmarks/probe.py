@@ -17,7 +17,7 @@ import resource
 import sys
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable, Coroutine
 
 from pillpipe.variants import CONCURRENT, VARIANTS
 
@@ -37,12 +37,12 @@ def _count_workers() -> None:
         _Counts.threads += 1
         start(self)
 
-    def counted_create_task(*args: Any, **kwargs: Any) -> asyncio.Task:
+    def counted_create_task(*args: Any, **kwargs: Any) -> asyncio.Task[Any]:
         _Counts.tasks += 1
         return create_task(*args, **kwargs)
 
     threading.Thread.start = counted_start  # type: ignore[method-assign]
-    asyncio.create_task = counted_create_task  # type: ignore[assignment]
+    asyncio.create_task = counted_create_task
 
 
 def _peak_rss_kib() -> int:
@@ -75,6 +75,8 @@ def sleep_samples(kind: str, delays: list[float], repeats: int = 1, backend: str
                 samples.append((d, time.perf_counter() - t))
         return samples
 
+    sleep: Callable[[float], Awaitable[None]]
+    run: Callable[[Callable[[], Coroutine[Any, Any, None]]], None]
     if kind == "timer-anyio":
         import anyio
 
@@ -128,7 +130,7 @@ def measure(kind: str, argv: list[str]) -> dict[str, Any]:
     before = _usage()
     t = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):
-        result = run()
+        result: Any = run()  # seconds (bare-*) or a Report
     elapsed = time.perf_counter() - t
     after = _usage()
     out: dict[str, Any] = {
