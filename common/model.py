@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Union
+from typing import Final, Union
 
 
 class Status(str, enum.Enum):
@@ -64,34 +64,18 @@ class Rejected:
     name: str | None = None
 
 
-if TYPE_CHECKING:
-    class _Pill(enum.Enum):
-        """What a type checker sees: a type with exactly one value, so ``message is PILL`` narrows
-        a ``Message`` to a ``FileRecord`` (identity narrows enums, never a plain class's instance).
-        At run time the pill is the class below, unchanged."""
+class _Pill(enum.Enum):
+    """The poison pill's type: exactly one value, compared by identity, never ``None``.  An enum of
+    one member, so ``message is PILL`` also narrows a ``Message`` to a ``FileRecord`` for a type
+    checker, and pickling keeps the singleton."""
 
-        PILL = "PILL"
+    PILL = "PILL"
 
-    PILL: Final = _Pill.PILL
-else:
-    class _Pill:
-        """The poison pill's type: one private instance, compared by identity, never ``None``."""
+    def __repr__(self) -> str:
+        return "PILL"
 
-        __slots__ = ()
-        _instance: "_Pill | None" = None
 
-        def __new__(cls) -> "_Pill":
-            if cls._instance is None:
-                cls._instance = super().__new__(cls)
-            return cls._instance
-
-        def __repr__(self) -> str:
-            return "PILL"
-
-        def __reduce__(self) -> str:  # pickling keeps the singleton
-            return "PILL"
-
-    PILL: Final = _Pill()
+PILL: Final = _Pill.PILL
 
 Message = Union[FileRecord, _Pill]
 """What travels on every queue: a record, or the pill that ends a consumer."""

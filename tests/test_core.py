@@ -62,7 +62,7 @@ def test_dest_key_is_date_prefix_plus_name_based_uuid():
 
 
 def test_pill_is_a_private_typed_singleton_never_none():
-    assert PILL is _Pill() and PILL is not None
+    assert PILL is _Pill("PILL") and PILL is not None
     assert pickle.loads(pickle.dumps(PILL)) is PILL
     assert repr(PILL) == "PILL"
 
