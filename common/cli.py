@@ -18,7 +18,7 @@ from .config import Config, UsageError, parse_config, usage_exit
 from .context import WorkerCrashes
 from .events import describe, say, write
 from .report import Report
-from .source import open_input
+from .source import check_input
 
 DESCRIPTION = """\
 Migrate files through a four-stage pipeline - Dispatcher -> S3 uploaders -> API uploaders ->
@@ -47,9 +47,9 @@ def main(run: Callable[[Config], Report], prog: str, argv: Sequence[str] | None 
     the variant (``VARIANT`` of ``run``'s module) is a usage error before anything runs."""
     module = sys.modules.get(getattr(run, "__module__", ""))
     config = parse_config(argv, prog, DESCRIPTION, getattr(module, "VARIANT", None))
-    if config.input is not None and config.input != "-":
+    if config.input is not None:
         try:
-            open_input(config.input, config.input_format)[0].close()
+            check_input(config.input)  # never opens a FIFO or reads stdin: the run reads them once
         except OSError as exc:
             usage_exit(prog, str(exc))
     held: list[str] = []

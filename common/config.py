@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterable, NoReturn, Sequence
 from .events import Events, say
 from .faults import FaultPlan, FaultSpecError
 from .shutdown import DEFAULT as DEFAULT_SHUTDOWN, STRATEGIES, unsupported
+from .source import FORMATS, InputFormatError, input_format
 from .stages import StagePlan
 from .workload import Workload
 
@@ -74,8 +75,13 @@ class Config:
             value = getattr(self, name)
             if value is not None and not (_finite(value) and value > 0):
                 raise UsageError(f"--{name.replace('_', '-')} must be a number > 0 (got {value})")
-        if self.input_format not in (None, "jsonl", "csv"):
+        if self.input_format not in (None, *FORMATS):
             raise UsageError(f"--input-format must be jsonl or csv (got {self.input_format})")
+        if self.input is not None:
+            try:
+                input_format(self.input, self.input_format)
+            except InputFormatError as exc:
+                raise UsageError(str(exc)) from None
         if self.shutdown not in STRATEGIES:
             raise UsageError(f"--shutdown must be one of {', '.join(STRATEGIES)} (got {self.shutdown})")
         if self.loop not in LOOPS:

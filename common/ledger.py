@@ -16,6 +16,7 @@ from .report import Report
 from .timing import Timeline
 
 _MOD = 1 << 256
+REJECTED_SHOWN = 10  # rejected records whose reason the report keeps (the rest are only counted)
 _TEXT: dict[Outcome | Stage | None, str] = {member: member.value for enum in (Outcome, Stage) for member in enum}  # .value is slow on the hot path
 _TEXT[None] = ""
 
@@ -42,6 +43,7 @@ class Ledger:
         self._details: list[dict[str, Any]] | None = [] if details else None
         self.processed = 0
         self.errors: list[str] = []
+        self.rejected: list[str] = []  # the first REJECTED_SHOWN reasons, in input order
 
     # Admission ---------------------------------------------------------------------------
     def admit(self, record: FileRecord) -> None:
@@ -50,6 +52,9 @@ class Ledger:
 
     def reject(self, rejected: Rejected) -> None:
         with self._lock:
+            if len(self.rejected) < REJECTED_SHOWN:
+                reason = rejected.error.removeprefix(f"line {rejected.line}: ")
+                self.rejected.append(f"line {rejected.line} ({rejected.outcome.value}): {reason}")
             self._count(rejected.outcome, rejected_line(rejected), {
                 "line": rejected.line, "id": rejected.id, "name": rejected.name,
                 "outcome": rejected.outcome.value, "error": rejected.error})
@@ -144,6 +149,7 @@ class Ledger:
                 digest=f"{self._digest % _MOD:064x}",
                 stopped_by=stopped_by,
                 errors=sorted(self.errors),
+                rejected=list(self.rejected),
                 files=files,
                 timing=timeline.to_dict(),
             )

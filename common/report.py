@@ -22,6 +22,7 @@ class Report:
     digest: str = ""
     stopped_by: str | None = None  # "SIGINT", "SIGTERM", "crash" or None for a full run
     errors: list[str] = field(default_factory=list)  # dead workers, unreadable input
+    rejected: list[str] = field(default_factory=list)  # the first rejected input records, each with its line and why
     files: list[dict[str, Any]] | None = None  # per-file outcomes, with --details
     timing: dict[str, Any] = field(default_factory=dict)
 
@@ -68,6 +69,12 @@ class Report:
         if self.stopped_by:
             lines.append(f"Stopped by: {self.stopped_by}")
         lines += [f"Error: {e}" for e in self.errors]
+        if self.rejected:
+            lines.append("Rejected:")
+            lines += [f"  {reason}" for reason in self.rejected]
+            rest = self.invalid + self.duplicate - len(self.rejected)
+            if rest > 0:
+                lines.append(f"  ... and {rest} more (every one: --json --details)")
         if self.files is not None:  # --details
             lines += ["", *self.details_table()]
         lines += ["", "=== Pipeline complete ==="]
