@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterable, NoReturn, Sequence
 
 from .events import Events, say
 from .faults import FaultPlan, FaultSpecError
+from .model import Stage
 from .shutdown import DEFAULT as DEFAULT_SHUTDOWN, STRATEGIES, unsupported
 from .source import FORMATS, InputFormatError, input_format
 from .stages import StagePlan
@@ -51,30 +52,29 @@ class Config:
         self.validate()
 
     def validate(self) -> None:
-        """Raise ``UsageError`` with one clear sentence for the first bad value."""
-        for name in ("files", "queue_size", "seed", "retries"):
-            if getattr(self, name) < 0:
-                raise UsageError(f"--{name.replace('_', '-')} must be >= 0 (got {getattr(self, name)})")
-        for name in ("s3_workers", "api_workers"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(self, name)})")
+        """Raise ``UsageError`` with one clear sentence for the first bad value.
+
+        Every value has a range (``LIMITS``, stated in ``--help``): whatever is accepted runs the
+        same in every model - no wait a thread cannot make, no float overflow, no NaN."""
+        for name in ("files", "seed", "s3_workers", "api_workers", "queue_size", "retries"):
+            _whole_in(name, getattr(self, name))
         for name in ("s3_latency", "api_latency"):
             low, high = getattr(self, name)
-            flag = f"--{name.replace('_', '-')}"
-            if not (_finite(low) and _finite(high)) or low < 0:
-                raise UsageError(f"{flag} needs two finite numbers >= 0 (got {low} {high})")
+            flag, top = _flag(name), LIMITS[name][1]
+            if not (_finite(low) and _finite(high) and 0 <= low <= top and 0 <= high <= top):
+                raise UsageError(f"{flag} needs two numbers from 0 to {top:g} seconds (got {low:g} {high:g})")
             if low > high:
-                raise UsageError(f"{flag} MIN must not exceed MAX (got {low} > {high})")
-        for name in ("time_scale", "retry_backoff"):
-            value = getattr(self, name)
-            if not _finite(value) or value < 0:
-                raise UsageError(f"--{name.replace('_', '-')} must be a finite number >= 0 (got {value})")
-        if not (_finite(self.fail_rate) and 0 <= self.fail_rate <= 1):
-            raise UsageError(f"--fail-rate must be between 0 and 1 (got {self.fail_rate})")
+                raise UsageError(f"{flag} MIN must not exceed MAX (got {low:g} > {high:g})")
+        for name in ("time_scale", "retry_backoff", "fail_rate"):
+            _number_in(name, getattr(self, name))
         for name in ("stage_timeout", "shutdown_grace"):
-            value = getattr(self, name)
-            if value is not None and not (_finite(value) and value > 0):
-                raise UsageError(f"--{name.replace('_', '-')} must be a number > 0 (got {value})")
+            if getattr(self, name) is not None:
+                _number_in(name, getattr(self, name), above_zero=True)
+        longest = self.retry_backoff * 2.0 ** max(self.retries - 1, 0) * self.time_scale if self.retries else 0.0
+        if longest > MAX_WAIT:
+            raise UsageError(f"--retry-backoff {self.retry_backoff:g} doubles to {longest:.3g} s before the last retry "
+                             f"(--retries {self.retries}, --time-scale {self.time_scale:g}); the longest wait allowed "
+                             "is 1e9 s: lower one of them")
         if self.input_format not in (None, *FORMATS):
             raise UsageError(f"--input-format must be jsonl or csv (got {self.input_format})")
         if self.input is not None:
@@ -91,7 +91,9 @@ class Config:
         if self.backend == "trio" and importlib.util.find_spec("trio") is None:
             raise UsageError("--backend trio needs trio installed: pip install 'pillpipe[trio]'")
         try:
-            plan = FaultPlan.parse(self.faults)
+            plan = FaultPlan.parse(self.faults, generated=self.input is None)
+            plan.check(self.files if self.input is None else None,
+                       {Stage.S3: self.s3_workers, Stage.API: self.api_workers})
         except FaultSpecError as exc:
             raise UsageError(str(exc)) from None
         object.__setattr__(self, "fault_plan", plan)
@@ -145,8 +147,49 @@ def suggestion(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+# The accepted range of every number (inclusive; --stage-timeout and --shutdown-grace must also be
+# above 0).  Together they keep every single wait below MAX_WAIT - a thread's wait refuses a
+# timeout past ~9.2e9 s ("timestamp out of range") where a coroutine's would not - and every
+# product finite: the longest call is 3600 s x --time-scale 100 x slow=1000 = 3.6e8 s.
+LIMITS: dict[str, tuple[float, float]] = {
+    "files": (0, 10**9),
+    "seed": (0, 2**64 - 1),
+    "s3_workers": (1, 1_000_000),
+    "api_workers": (1, 1_000_000),
+    "queue_size": (0, 10**9),
+    "retries": (0, 100),
+    "s3_latency": (0, 3600.0),
+    "api_latency": (0, 3600.0),
+    "time_scale": (0, 100.0),
+    "retry_backoff": (0, 3600.0),
+    "fail_rate": (0, 1.0),
+    "stage_timeout": (0, 86400.0),
+    "shutdown_grace": (0, 86400.0),
+}
+MAX_WAIT = 1e9  # seconds: --retry-backoff x 2^(--retries - 1) x --time-scale may not exceed it
+
+
+def _flag(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
+
+
 def _finite(value: float) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _whole_in(name: str, value: object) -> None:
+    low, high = LIMITS[name]
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        top = {2**64 - 1: "2^64-1"}.get(int(high), f"{int(high):_}")
+        got = repr(value) if len(repr(value)) <= 30 else f"{repr(value)[:20]}... ({len(repr(value))} characters)"
+        raise UsageError(f"{_flag(name)} must be a whole number from {int(low)} to {top} (got {got})")
+
+
+def _number_in(name: str, value: object, above_zero: bool = False) -> None:
+    low, high = LIMITS[name]
+    if not (_finite(value) and low <= value <= high) or (above_zero and value == 0):  # type: ignore[operator]
+        what = f"above 0 and at most {high:g}" if above_zero else f"from {low:g} to {high:g}"
+        raise UsageError(f"{_flag(name)} must be a number {what} (got {value})")
 
 
 def _number(text: str) -> float:

@@ -9,6 +9,8 @@ input that explains itself).
 - memory stays bounded whatever the input: ``/dev/zero`` under an address-space limit, a line
   longer than the limit, duplicate detection on dense ids;
 - streams the process itself is about: a FIFO, a closed stdin;
+- every flag has a range, and the extremes it accepts behave the same in every model;
+- a fault that can never fire is a usage error that says why.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import io
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import time
@@ -26,11 +29,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pillpipe.common.model import FileRecord, Rejected
+from pillpipe.common.config import Config, UsageError
+from pillpipe.common.faults import FaultPlan
+from pillpipe.common.model import FileRecord, Rejected, Stage
 from pillpipe.common.source import MAX_LINE, MAX_SKIP, InputError, _Seen, records
 
 from . import hostile
 from .conftest import MODULES, ROOT, cli, fast, run_sequential
+from .test_signals import Child
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -347,6 +353,129 @@ def test_stdin_closed_is_one_clean_line(variant):
 def test_stdin_at_its_end_at_once_is_an_empty_input(variant):
     done = cli(MODULES[variant], "--input", "-", "--time-scale", "0", "--json", stdin="")
     assert done.returncode == 0 and json.loads(done.stdout)["expected"] == 0
+
+
+# Every flag has a range; the extremes it accepts behave the same in every model (class 6) --------------------------
+OUT_OF_RANGE = [
+    dict(files=10**9 + 1), dict(files=-1), dict(seed=-1), dict(seed=2**64), dict(s3_workers=0),
+    dict(api_workers=1_000_001), dict(queue_size=-1), dict(queue_size=10**9 + 1), dict(retries=101),
+    dict(retries=1100), dict(s3_latency=(0, 3601)), dict(api_latency=(1e10, 1e10)), dict(api_latency=(-1, 1)),
+    dict(time_scale=101), dict(time_scale=float("inf")), dict(retry_backoff=1e300), dict(retry_backoff=-0.1),
+    dict(fail_rate=1.01), dict(fail_rate=float("nan")), dict(stage_timeout=1e10), dict(stage_timeout=0),
+    dict(shutdown_grace=86400.5), dict(shutdown_grace=-1),
+    dict(retries=40, retry_backoff=1), dict(retries=31, retry_backoff=1, time_scale=1),
+    dict(retries=20, retry_backoff=3600, time_scale=100),
+    dict(faults=("s3:id=1:slow=inf",)), dict(faults=("s3:id=1:slow=nan",)), dict(faults=("s3:id=1:slow=1001",)),
+    dict(faults=("s3:id=1:slow=-1",)), dict(faults=("s3:id=1:raise:times=0",)),
+    dict(faults=("s3:worker=0:after=1:die",)), dict(faults=(f"s3:id={2**63}:raise",)),
+]
+
+
+@pytest.mark.parametrize("values", OUT_OF_RANGE, ids=[repr(v)[:60] for v in OUT_OF_RANGE])
+def test_every_value_outside_its_range_is_a_usage_error(values):
+    with pytest.raises(UsageError) as caught:
+        Config(**values)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--retries", "1100"], "--retries must be a whole number from 0 to 100 (got 1100)"),
+    (["--stage-timeout", "1e10"], "--stage-timeout must be a number above 0 and at most 86400"),
+    (["--api-latency", "1e10", "1e10"], "--api-latency needs two numbers from 0 to 3600 seconds"),
+    (["--retry-backoff", "1e300"], "--retry-backoff must be a number from 0 to 3600"),
+    (["--fault", "s3:id=1:slow=inf"], "slow=F needs a number from 0 to 1000 (got 'inf')"),
+    (["--retries", "40", "--retry-backoff", "1"], "the longest wait allowed is 1e9 s"),
+])
+def test_the_reproducers_of_class_6_are_usage_errors(variant, args, message):
+    done = cli(MODULES[variant], *args)
+    assert done.returncode == 2 and done.stdout == "" and done.stderr.count("\n") == 1
+    assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_most_retries_with_the_longest_backoff_at_scale_0_run_the_same_everywhere(run):
+    """100 retries of a 3600 s backoff doubling (2^99 x 3600 s before the last one) at --time-scale 0:
+    no float overflow, 101 attempts per file, the sequential reference's report."""
+    config = fast(files=4, retries=100, retry_backoff=3600, fail_rate=1, details=True)
+    report = run(config)
+    assert report.failed == 4 and {f["s3_attempts"] for f in report.files} == {101}
+    assert report == run_sequential(config)
+
+
+def test_the_longest_accepted_waits_are_real_waits_in_every_model():
+    """The longest call the ranges allow (3600 s x time scale 100 x slow=1000 = 3.6e8 s), a 3.6e5 s
+    backoff and a hang are each waited on - a thread's wait takes them, no "timestamp out of range" -
+    and an abort ends them: the same report in every model."""
+    reports = []
+    for variant in MODULES:
+        child = Child(variant, "--files", "3", "--s3-latency", "0", "0", "--api-latency", "3600", "3600",
+                      "--time-scale", "100", "--fault", "api:id=1:slow=1000", "--fault", "s3:id=2:hang",
+                      "--fault", "s3:id=3:raise", "--retries", "1", "--retry-backoff", "3600")
+        for marker in ("attempt 1/2 for [file_102.pdf] failed", "stored file [file_100.pdf]"):
+            if not any(marker in line for line in child.seen):  # file 1 in its upload, file 3 in its backoff
+                child.wait_for(marker)
+        time.sleep(0.3)
+        child.send(signal.SIGINT)
+        child.wait_for("draining")
+        child.send(signal.SIGINT)
+        code, report, err = child.finish()
+        assert code == 130 and report["aborted"] == report["expected"] == 3, err
+        states = {f["id"]: (f["last_stage"], f["s3_attempts"], f["api_attempts"]) for f in report["files"]}
+        assert states == {1: ("s3", 1, 1), 2: ("dispatch", 1, 0), 3: ("dispatch", 1, 0)}
+        reports.append({k: v for k, v in report.items() if k not in ("variant", "timing")})
+    assert all(r == reports[0] for r in reports)
+
+
+# Faults that can never fire (issue 9) -------------------------------------------------------------------------------
+@pytest.mark.parametrize("config, message", [
+    (dict(faults=("s3:id=100:raise",)), "can never fire: the generated files are ids 1..8 (file_100.pdf..file_107.pdf)"),
+    (dict(faults=("api:id=0:hang",)), "can never fire: the generated files are ids 1..8"),
+    (dict(files=0, faults=("s3:id=1:raise",)), "can never fire: --files 0 generates no file"),
+    (dict(faults=("s3:worker=4:after=0:die",)), "can never fire: the s3 stage has 3 workers, numbered 1..3"),
+    (dict(api_workers=1, faults=("api:worker=2:after=0:die",)), "can never fire: the api stage has 1 worker"),
+    (dict(faults=("s3:worker=*:after=8:die",)), "can never fire: a worker takes at most 8 files (--files 8)"),
+    (dict(files=3, faults=("verifier:after=3:crash",)), "can never fire: the verifier sees at most 3 files"),
+    (dict(faults=("s3:name=file_99.pdf:raise",)), "generated files are named file_100.pdf, file_101.pdf, ..."),
+    (dict(faults=("s3:name=a.pdf:raise",)), "generated files are named file_100.pdf"),
+    (dict(faults=("s3:name=file_108.pdf:raise",)), "can never fire: the generated files are ids 1..8"),
+    (dict(input="in.jsonl", faults=("s3:name=a.pdf:raise",)), "with --input, give the record's id (id=N)"),
+    (dict(input="in.jsonl", faults=("s3:worker=9:after=1:die",)), "the s3 stage has 3 workers"),
+    (dict(faults=("s3:id=1:raise", "s3:name=file_100.pdf:hang")), "a second fault for the same file and stage"),
+    (dict(faults=("s3:id=1_0:raise",)), "id= needs a whole number written with the digits 0-9"),
+    (dict(faults=("s3:id=٣:raise",)), "id= needs a whole number written with the digits 0-9"),
+    (dict(faults=("s3:id=1:name=file_100.pdf:raise",)), "id= or name=, not both"),
+])
+def test_a_fault_that_can_never_fire_is_a_usage_error_that_says_why(config, message):
+    with pytest.raises(UsageError, match="fault '.*'") as caught:
+        Config(**config)
+    assert message in str(caught.value)
+
+
+def test_a_fault_names_a_generated_file_by_its_name(run):
+    report = run(fast(faults=("s3:name=file_100.pdf:raise", "api:name=file_107.pdf:raise"), details=True))
+    failed = {f["id"]: f["failed_stage"] for f in report.files if f["outcome"] == "failed"}
+    assert failed == {1: "s3", 8: "api"}
+    assert FaultPlan.parse(["s3:name=file_100.pdf:raise"]).files == FaultPlan.parse(["s3:id=1:raise"]).files
+
+
+def test_with_input_a_fault_names_any_id_the_input_may_hold(run, tmp_path):
+    """The ids are not known before the input is read: id=100 is accepted, and fires on the record
+    whose id is 100."""
+    path = write(tmp_path, "in.jsonl", b'{"id": 100, "name": "x.pdf"}\n{"id": 7, "name": "y.pdf"}\n')
+    report = run(fast(input=path, faults=("s3:id=100:raise", "api:id=5:raise"), details=True))
+    assert {f["id"]: f["outcome"] for f in report.files} == {100: "failed", 7: "success"}
+
+
+def test_the_issue_9_reproducer_on_the_command_line(variant):
+    done = cli(MODULES[variant], "--fault", "s3:id=100:raise")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "can never fire" in done.stderr and "name=file_N.pdf" in done.stderr
+    done = cli(MODULES[variant], "--fault", "s3:name=file_100.pdf:raise", "--time-scale", "0", "--quiet")
+    assert done.returncode == 1 and "Failed: 1" in done.stdout
+
+
+def test_the_worker_checks_hold_for_the_flags_given():
+    assert Config(s3_workers=5, faults=("s3:worker=5:after=7:die",)).fault_plan.workers[Stage.S3]
+    assert Config(files=9, faults=("verifier:after=8:crash",)).fault_plan.verifier_after == 8
 
 
 # Input that explains itself (issue 9, item 5) -----------------------------------------------------------------------
