@@ -231,12 +231,33 @@ class _Parser(argparse.ArgumentParser):
 
 
 EPILOG = """\
+input records (--input PATH, - for stdin; in full: docs/input.md):
+  the format comes from the extension - .jsonl or .ndjson (or none, or stdin): JSON Lines;
+  .csv: CSV - or from --input-format jsonl|csv; any other extension is refused.  UTF-8;
+  a line ends at \\n, \\r\\n or \\r; blank lines are skipped; a line over 1 MiB is invalid.
+  JSON Lines, one object per line:   {"id": 1, "name": "a.pdf", "size": 10}
+  CSV, a header naming the columns:  id,name,size   then one row per record
+  required: id    a whole number 0..2^63-1 (CSV: the digits 0-9 only, no sign or spaces)
+            name  non-empty text, no control characters
+  optional: size (a whole number), source_bucket, source_key (text); others are ignored
+  a record breaking a rule is 'invalid', a repeated id 'duplicate': the report lists the
+  first 10 with their line and reason (all of them: --json --details); the rest goes on.
+
 fault specs (--fault, repeatable; deterministic):
-  s3|api:id=N:raise[:times=K]     file N's copy/upload raises (first K attempts; default every attempt)
-  s3|api:id=N:hang[:times=K]      the call never returns on its own (bounded by --stage-timeout)
-  s3|api:id=N:slow=F[:times=K]    the call takes F times the file's latency
+  s3|api:FILE:raise[:times=K]     the file's copy/upload raises (first K attempts; default every attempt)
+  s3|api:FILE:hang[:times=K]      the call never returns on its own (bounded by --stage-timeout)
+  s3|api:FILE:slow=F[:times=K]    the call takes F times the file's latency (F from 0 to 1000)
   s3|api:worker=W|*:after=N:die   worker W (or every worker) of the stage dies after N files
   verifier:after=N:crash          the verifier dies after verifying N files
+  FILE is id=N (generated files are ids 1..--files) or name=file_100.pdf (generated files).
+  A fault that can never fire (no such file or worker, after= not below --files) is refused;
+  with --input the ids and the count are unknown before reading, so only workers are checked.
+
+ranges (a value outside is a usage error): --files 0..10^9, --seed 0..2^64-1,
+  --s3-workers/--api-workers 1..10^6, --queue-size 0..10^9, --retries 0..100,
+  --s3-latency/--api-latency 0..3600 s, --time-scale 0..100, --retry-backoff 0..3600 s
+  (and backoff x 2^(retries-1) x time-scale at most 1e9 s), --fail-rate 0..1,
+  --stage-timeout/--shutdown-grace above 0, at most 86400 s.
 
 exit codes: 0 every file succeeded, 1 some file did not, 2 bad usage, 70 internal error
 (a stage died), 74 the report could not be written to stdout (said on stderr, with the run's

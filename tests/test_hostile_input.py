@@ -29,7 +29,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pillpipe.common.config import Config, UsageError
+from pillpipe.common.config import LIMITS, Config, UsageError
 from pillpipe.common.faults import FaultPlan
 from pillpipe.common.model import FileRecord, Rejected, Stage
 from pillpipe.common.source import MAX_LINE, MAX_SKIP, InputError, _Seen, records
@@ -378,6 +378,28 @@ def test_every_value_outside_its_range_is_a_usage_error(values):
     assert "\n" not in str(caught.value)
 
 
+HELP_RANGES = {  # how --help states each range in LIMITS
+    "files": ("--files 0..10^9", 0, 10**9), "seed": ("--seed 0..2^64-1", 0, 2**64 - 1),
+    "s3_workers": ("--s3-workers/--api-workers 1..10^6", 1, 10**6),
+    "api_workers": ("--s3-workers/--api-workers 1..10^6", 1, 10**6),
+    "queue_size": ("--queue-size 0..10^9", 0, 10**9), "retries": ("--retries 0..100", 0, 100),
+    "s3_latency": ("--s3-latency/--api-latency 0..3600 s", 0, 3600), "api_latency": ("--api-latency 0..3600 s", 0, 3600),
+    "time_scale": ("--time-scale 0..100", 0, 100), "retry_backoff": ("--retry-backoff 0..3600 s", 0, 3600),
+    "fail_rate": ("--fail-rate 0..1", 0, 1), "stage_timeout": ("--stage-timeout/--shutdown-grace", 0, 86400),
+    "shutdown_grace": ("--shutdown-grace above 0, at most 86400 s", 0, 86400),
+}
+
+
+def test_every_range_is_stated_in_help():
+    ranges = " ".join(cli("threaded", "--help").stdout.split("ranges (a value outside is a usage error):")[1]
+                      .split("exit codes")[0].split())
+    assert set(HELP_RANGES) == set(LIMITS)
+    for name, (words, low, high) in HELP_RANGES.items():
+        assert LIMITS[name] == (low, high), name
+        assert words in ranges or words.replace("--api-latency", "--s3-latency/--api-latency") in ranges or \
+            words.replace("--shutdown-grace", "--stage-timeout/--shutdown-grace") in ranges, words
+
+
 @pytest.mark.parametrize("args, message", [
     (["--retries", "1100"], "--retries must be a whole number from 0 to 100 (got 1100)"),
     (["--stage-timeout", "1e10"], "--stage-timeout must be a number above 0 and at most 86400"),
@@ -487,6 +509,20 @@ def test_the_text_report_lists_the_first_ten_rejected_records_and_counts_the_res
     assert "Invalid: 13\nDuplicate: 2\nRejected:\n" + "".join(
         f"  line {n} (invalid): expected an object, got null\n" for n in range(1, 11)) + \
         "  ... and 5 more (every one: --json --details)\n" in done.stdout
+
+
+def test_the_record_schema_is_in_help(variant):
+    done = cli(MODULES[variant], "--help")
+    for words in ("input records", "JSON Lines", "CSV", "required: id", "name", "optional: size", "source_bucket",
+                  "source_key", "--input-format", "docs/input.md", "1 MiB", "name=file_100.pdf"):
+        assert words in done.stdout, words
+
+
+def test_docs_input_states_the_limits_the_code_uses():
+    text = (ROOT / "docs" / "input.md").read_text()
+    from pillpipe.common import source
+    for fact in (f"{source.MAX_LINE:,}", f"{source.MAX_SKIP >> 20} MiB", "2^63-1", "131,072", ".ndjson", ".csv"):
+        assert fact in text, fact
 
 
 def test_rejected_reasons_never_carry_text_that_cannot_be_written(tmp_path, run):
