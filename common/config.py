@@ -241,7 +241,7 @@ input records (--input PATH, - for stdin; in full: docs/input.md):
             name  non-empty text, no control characters
   optional: size (a whole number), source_bucket, source_key (text); others are ignored
   a record breaking a rule is 'invalid', a repeated id 'duplicate': the report lists the
-  first 10 with their line and reason (all of them: --json --details); the rest goes on.
+  first 10 with their line and reason (all of them: --details); the rest goes on.
 
 fault specs (--fault, repeatable; deterministic):
   s3|api:FILE:raise[:times=K]     the file's copy/upload raises (first K attempts; default every attempt)

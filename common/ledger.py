@@ -7,6 +7,7 @@ digest), so a million files run in flat memory unless per-file details are asked
 """
 from __future__ import annotations
 
+import bisect
 import hashlib
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Iterable
@@ -43,7 +44,7 @@ class Ledger:
         self._details: list[dict[str, Any]] | None = [] if details else None
         self.processed = 0
         self.errors: list[str] = []
-        self.rejected: list[str] = []  # the first REJECTED_SHOWN reasons, in input order
+        self.rejected: list[tuple[int, str]] = []  # the REJECTED_SHOWN first lines' reasons, by line
 
     # Admission ---------------------------------------------------------------------------
     def admit(self, record: FileRecord) -> None:
@@ -52,9 +53,10 @@ class Ledger:
 
     def reject(self, rejected: Rejected) -> None:
         with self._lock:
-            if len(self.rejected) < REJECTED_SHOWN:
+            if len(self.rejected) < REJECTED_SHOWN or rejected.line < self.rejected[-1][0]:  # in any order
                 reason = rejected.error.removeprefix(f"line {rejected.line}: ")
-                self.rejected.append(f"line {rejected.line} ({rejected.outcome.value}): {reason}")
+                bisect.insort(self.rejected, (rejected.line, f"line {rejected.line} ({rejected.outcome.value}): {reason}"))
+                del self.rejected[REJECTED_SHOWN:]
             self._count(rejected.outcome, rejected_line(rejected), {
                 "line": rejected.line, "id": rejected.id, "name": rejected.name,
                 "outcome": rejected.outcome.value, "error": rejected.error})
@@ -149,7 +151,7 @@ class Ledger:
                 digest=f"{self._digest % _MOD:064x}",
                 stopped_by=stopped_by,
                 errors=sorted(self.errors),
-                rejected=list(self.rejected),
+                rejected=[reason for _, reason in self.rejected],
                 files=files,
                 timing=timeline.to_dict(),
             )

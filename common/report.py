@@ -74,7 +74,7 @@ class Report:
             lines += [f"  {reason}" for reason in self.rejected]
             rest = self.invalid + self.duplicate - len(self.rejected)
             if rest > 0:
-                lines.append(f"  ... and {rest} more (every one: --json --details)")
+                lines.append(f"  ... and {rest} more (every one: --details)")
         if self.files is not None:  # --details
             lines += ["", *self.details_table()]
         lines += ["", "=== Pipeline complete ==="]

@@ -1,7 +1,7 @@
 """Where files come from: the generated workload, or records read from JSON Lines / CSV.
 
-Both are streamed (generators): the dispatcher never holds the whole list.  Reading input is
-hostile-proof by construction (the schema and every limit are in ``docs/input.md``):
+Both are streamed (generators): the dispatcher never holds the whole list.  No input can stop
+the reading or grow its memory (the schema and every limit are in ``docs/input.md``):
 
 - the input is split into lines here, in bounded chunks: a line ends at ``\\n``, ``\\r\\n`` or a
   lone ``\\r``; a line longer than ``MAX_LINE`` bytes is one ``invalid`` record and is skipped
@@ -100,25 +100,28 @@ def check_input(path: str) -> None:
         raise OSError(f"--input {path}: {exc.strerror or exc}") from None
 
 
-def open_input(path: str, fmt: str | None) -> tuple[IO[bytes], str]:
-    """Open ``path`` (``-`` = stdin) for reading, as bytes; raises ``OSError`` with a clear message.
+def open_input(path: str, fmt: str | None) -> tuple[IO[str], str]:
+    """Open ``path`` (``-`` = stdin) for reading; raises ``OSError`` with a clear message.
 
-    Stdin is read through a duplicate of its descriptor, so closing the returned stream
-    leaves the process's own stdin alone."""
+    The reader reads its ``.buffer`` (bytes, split and decoded here line by line).  Stdin is
+    read through a duplicate of its descriptor, so closing the returned stream leaves the
+    process's own stdin alone."""
     fmt = input_format(path, fmt)
     if path == "-":
         try:
             if sys.stdin is None:
                 raise OSError
-            return os.fdopen(os.dup(sys.stdin.fileno()), "rb"), fmt
+            binary = os.fdopen(os.dup(sys.stdin.fileno()), "rb")
         except (OSError, ValueError, AttributeError):
             raise OSError("--input -: stdin is closed") from None
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"--input {path}: is a directory")
-    try:
-        return open(path, "rb"), fmt
-    except OSError as exc:
-        raise OSError(f"--input {path}: {exc.strerror or exc}") from None
+    else:
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"--input {path}: is a directory")
+        try:
+            binary = open(path, "rb")
+        except OSError as exc:
+            raise OSError(f"--input {path}: {exc.strerror or exc}") from None
+    return io.TextIOWrapper(binary, encoding="utf-8", newline=""), fmt
 
 
 def records(files: int, stream: IO[bytes] | IO[str] | None = None, fmt: str = "jsonl") -> Iterator[Item]:
@@ -225,8 +228,8 @@ def _invalid(line: int, reason: str, file_id: int | None = None, name: str | Non
 
 
 def _build(line: int, data: dict[str, object]) -> Item:
-    """Check one record's fields (already parsed) and make it a file, or say why it is invalid."""
-    file_id = name = None
+    """Check one record's fields (already parsed) and make it a file, or say why it is invalid
+    (an invalid record still carries its id and name when they are fit to show)."""
     try:
         file_id = _whole(data.get("id"), "id", required=True)
         name = _text(data.get("name"), "name", required=True)
@@ -234,15 +237,33 @@ def _build(line: int, data: dict[str, object]) -> Item:
         bucket = _text(data.get("source_bucket"), "source_bucket")
         key = _text(data.get("source_key"), "source_key")
     except _Bad as exc:
-        return _invalid(line, str(exc), file_id, name)
+        return _invalid(line, str(exc), _fit(_whole, data.get("id")), _fit(_text, data.get("name")))
     record = _Line(file_id, name, size, bucket, key)  # type: ignore[arg-type]
     record._line = line
     return record
 
 
+def _fit(check, value: object):  # type: ignore[no-untyped-def]
+    try:
+        return check(value, "", True)
+    except _Bad:
+        return None
+
+
+class _Unparsed:
+    """A CSV number that is not one: ``_whole`` says why, in field order with the other checks."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
 def _whole(value: object, field: str, required: bool = False) -> int | None:
     if value is None and not required:
         return None
+    if isinstance(value, _Unparsed):
+        raise _Bad(value.reason)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ID:
         shown = "" if value is None or value is _HUGE else f" (got {_show(value)})"
         raise _Bad(f"'{field}' must be a whole number from 0 to 2^63-1{shown}")
@@ -405,21 +426,19 @@ def _csv_record(line: int, row: list[str], header: list[str], span: str) -> Item
     if len(row) != len(header):
         return _invalid(line, f"expected {len(header)} fields, got {len(row)}{span}")
     data: dict[str, object] = {}
-    try:
-        for column, value in zip(header, row):
-            if column in FIELDS and value != "":
-                data[column] = _csv_whole(value, column) if column in ("id", "size") else value
-    except _Bad as exc:
-        return _invalid(line, f"{exc}{span}")
+    for column, value in zip(header, row):
+        if column in FIELDS and value != "":
+            data[column] = _csv_whole(value, column) if column in ("id", "size") else value
     item = _build(line, data)
     if span and isinstance(item, Rejected):
         return Rejected(item.line, item.outcome, item.error + span, item.id, item.name)
     return item
 
 
-def _csv_whole(text: str, field: str) -> int:
+def _csv_whole(text: str, field: str) -> int | _Unparsed:
     if not _DIGITS.match(text) or len(text.lstrip("0")) > 19:
-        raise _Bad(f"'{field}' must be a whole number from 0 to 2^63-1 written with the digits 0-9 (got {_show(text)})")
+        return _Unparsed(f"'{field}' must be a whole number from 0 to 2^63-1 written with the digits 0-9 "
+                         f"(got {_show(text)})")
     return int(text)
 
 

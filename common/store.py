@@ -289,7 +289,7 @@ def identity(config: Config) -> dict[str, Any]:
 
     In: the files (``--files``, or ``--input``'s content: its SHA-256, size and format, not its
     path), ``--seed``, both latencies, ``--fail-rate``, ``--retries``, ``--stage-timeout`` and
-    every ``--fault`` in order (a later spec for the same file overrides an earlier one).
+    every ``--fault`` in order (two specs for one file and stage are refused by the config).
     ``--time-scale`` only with ``--stage-timeout``: the timeout compares scaled latencies with
     real seconds, so the scale then decides which attempts time out; without one it is pace.
     Out: pace and shape (``--time-scale`` otherwise, ``--retry-backoff``, worker counts,
