@@ -173,7 +173,7 @@ def _flag(name: str) -> str:
     return f"--{name.replace('_', '-')}"
 
 
-def _finite(value: float) -> bool:
+def _finite(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -187,7 +187,8 @@ def _whole_in(name: str, value: object) -> None:
 
 def _number_in(name: str, value: object, above_zero: bool = False) -> None:
     low, high = LIMITS[name]
-    if not (_finite(value) and low <= value <= high) or (above_zero and value == 0):  # type: ignore[operator]
+    fits = isinstance(value, (int, float)) and _finite(value) and low <= value <= high
+    if not fits or (above_zero and value == 0):
         what = f"above 0 and at most {high:g}" if above_zero else f"from {low:g} to {high:g}"
         raise UsageError(f"{_flag(name)} must be a number {what} (got {value})")
 

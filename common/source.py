@@ -25,7 +25,7 @@ import os
 import re
 import stat
 import sys
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator, TextIO, cast
 
 from .model import FileRecord, Outcome, Rejected
 from .workload import generate_files
@@ -100,7 +100,7 @@ def check_input(path: str) -> None:
         raise OSError(f"--input {path}: {exc.strerror or exc}") from None
 
 
-def open_input(path: str, fmt: str | None) -> tuple[IO[str], str]:
+def open_input(path: str, fmt: str | None) -> tuple[TextIO, str]:
     """Open ``path`` (``-`` = stdin) for reading; raises ``OSError`` with a clear message.
 
     The reader reads its ``.buffer`` (bytes, split and decoded here line by line).  Stdin is
@@ -133,16 +133,16 @@ def records(files: int, stream: IO[bytes] | IO[str] | None = None, fmt: str = "j
 
 
 # Lines -----------------------------------------------------------------------------------
-def _reader(stream: IO[bytes] | IO[str]):
+def _reader(stream: IO[bytes] | IO[str]) -> Callable[[int], bytes]:
     """A ``read(n)`` that returns bytes as soon as some are available (a pipe is not waited on
     to fill a whole chunk)."""
     raw = getattr(stream, "buffer", stream)
     if isinstance(raw, io.TextIOBase):  # a text stream with no bytes underneath (io.StringIO)
         return lambda n: raw.read(n).encode("utf-8", "surrogatepass")
-    return getattr(raw, "read1", None) or raw.read
+    return cast("Callable[[int], bytes]", getattr(raw, "read1", None) or raw.read)
 
 
-def _lines(read) -> Iterator[tuple[int, bytes | None]]:
+def _lines(read: Callable[[int], bytes]) -> Iterator[tuple[int, bytes | None]]:
     """Number the input's lines: ``(number, bytes without the line end)``, or ``(number, None)``
     for a line longer than ``MAX_LINE`` (never held: skipped to its end).
 
@@ -221,6 +221,7 @@ class _Line(FileRecord):
     """A parsed record that remembers its line number (for duplicates)."""
 
     __slots__ = ("_line",)
+    _line: int
 
 
 def _invalid(line: int, reason: str, file_id: int | None = None, name: str | None = None) -> Rejected:
