@@ -23,6 +23,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from pillpipe.common.config import Config
 from pillpipe.common.context import POLL, Args, Context, worker_name
+from pillpipe.common.handoff import Hands
 from pillpipe.common.model import PILL, FileRecord, Message, Stage
 from pillpipe.common.report import Report
 from pillpipe.common.stages import HANG, api_upload, s3_copy
@@ -48,7 +49,7 @@ async def dispatcher(ctx: Context, s3_send: Send) -> None:
     me = ctx.worker(Stage.DISPATCH)
     with closing(ctx.admitted()) as admitted:
         for record in admitted:
-            await _put(s3_send, record)
+            await _put(ctx, me, s3_send, record)
     await _check_out(ctx, me, None, s3_send)
 
 
@@ -61,7 +62,7 @@ async def s3_uploader(index: int, ctx: Context, s3_receive: Receive, api_send: S
             return await _check_out(ctx, me, s3_receive, api_send)
         if ctx.take(me, record):
             await _wait_through(ctx, s3_copy(record, ctx.plan, me.name))
-            await _put(api_send, ctx.release(me, record))
+            await _put(ctx, me, api_send, ctx.release(me, record))
 
 
 async def api_uploader(index: int, ctx: Context, api_receive: Receive, verify_send: Send) -> None:
@@ -73,7 +74,7 @@ async def api_uploader(index: int, ctx: Context, api_receive: Receive, verify_se
             return await _check_out(ctx, me, api_receive, verify_send)
         if ctx.take(me, record):
             await _wait_through(ctx, api_upload(record, ctx.plan, me.name))
-            await _put(verify_send, ctx.release(me, record))
+            await _put(ctx, me, verify_send, ctx.release(me, record))
 
 
 async def verifier(ctx: Context, verify_receive: Receive) -> None:
@@ -150,6 +151,7 @@ async def _guarded(ctx: Context, stage: Stage, worker: Worker, target: Callable[
             await target(*args)
     except Exception as exc:  # noqa: BLE001 - reported through the ledger and WorkerCrashes
         ctx.worker_died(stage, worker.name, exc)
+        await _flush(ctx.in_hand(worker.name))  # what it finished goes on, before its clones close
     else:
         ctx.exited(worker.name)
     finally:
@@ -158,17 +160,44 @@ async def _guarded(ctx: Context, stage: Stage, worker: Worker, target: Callable[
 
 
 async def _get(ctx: Context, me: WorkerClock, stream: Receive) -> Message:
-    """The next record; the end of the stream (its last send clone closed) reads as the pill."""
+    """The next record; the end of the stream (its last send clone closed) reads as the pill.  Only a
+    receive that waits is a checkpoint (as ``asyncio.Queue.get``); what the worker holds goes first."""
     ctx.idle(me)
     try:
-        return await stream.receive()
+        try:
+            return stream.receive_nowait()
+        except anyio.WouldBlock:
+            await _flush(me.hands)
+            return await stream.receive()
     except anyio.EndOfStream:
         return PILL
 
 
-async def _put(stream: Send, record: FileRecord) -> None:
-    """Send; an abort cancels a send blocked on a full buffer (it must never block forever)."""
-    await stream.send(record)
+async def _put(ctx: Context, me: WorkerClock, stream: Send, record: FileRecord) -> None:
+    """Send; an abort cancels a send blocked on a full buffer (it must never block forever).  Under
+    ``--batch N`` into the outbox, handed on when full or when a consumer waits on the empty stream."""
+    if me.hands is None:
+        return await _send(stream, record)
+    if me.hands.hold(stream, record) or _idle(stream):
+        await _flush(me.hands)
+
+
+async def _send(stream: Send, record: FileRecord) -> None:
+    try:
+        stream.send_nowait(record)  # no checkpoint when there is room: only a send that waits is one
+    except anyio.WouldBlock:
+        await stream.send(record)
+
+
+def _idle(stream: Send) -> bool:
+    stats = stream.statistics()
+    return stats.tasks_waiting_receive > 0 and stats.current_buffer_used == 0
+
+
+async def _flush(hands: Hands | None) -> None:
+    if hands is not None:  # hand on what the worker holds (--batch N)
+        for record in hands.handed():
+            await _send(hands.target, record)
 
 
 async def _wait_through(ctx: Context, steps: Iterator[float]) -> None:
@@ -182,6 +211,7 @@ async def _wait_through(ctx: Context, steps: Iterator[float]) -> None:
 async def _check_out(ctx: Context, me: WorkerClock, inbox: Receive | None, outbox: Send | None) -> None:
     """A worker leaves: it closes its clones of both streams; the last send clone closed ends the
     next stage's stream (no pills)."""
+    await _flush(me.hands)
     ctx.check_out(me)
     _close(inbox, outbox)
 

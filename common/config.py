@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterable, NoReturn, Sequence
 
 from .events import Events, say
 from .faults import FaultPlan, FaultSpecError
+from .handoff import MAX_BATCH
 from .model import Stage
 from .shutdown import DEFAULT as DEFAULT_SHUTDOWN, STRATEGIES, unsupported
 from .source import FORMATS, InputFormatError, input_format
@@ -30,6 +31,7 @@ class Config:
     api_latency: tuple[float, float] = (1.0, 2.0)
     time_scale: float = 1.0
     queue_size: int = 0  # 0: unbounded
+    batch: int = 1  # records per hand-off: 1 is the tutorial's one at a time (common/handoff.py)
     seed: int = 0
     fail_rate: float = 0.0
     retries: int = 0
@@ -56,7 +58,7 @@ class Config:
 
         Every value has a range (``LIMITS``, stated in ``--help``): whatever is accepted runs the
         same in every model - no wait a thread cannot make, no float overflow, no NaN."""
-        for name in ("files", "seed", "s3_workers", "api_workers", "queue_size", "retries"):
+        for name in ("files", "seed", "s3_workers", "api_workers", "queue_size", "batch", "retries"):
             _whole_in(name, getattr(self, name))
         for name in ("s3_latency", "api_latency"):
             low, high = getattr(self, name)
@@ -157,6 +159,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "s3_workers": (1, 1_000_000),
     "api_workers": (1, 1_000_000),
     "queue_size": (0, 10**9),
+    "batch": (1, MAX_BATCH),
     "retries": (0, 100),
     "s3_latency": (0, 3600.0),
     "api_latency": (0, 3600.0),
@@ -255,8 +258,8 @@ fault specs (--fault, repeatable; deterministic):
   with --input the ids and the count are unknown before reading, so only workers are checked.
 
 ranges (a value outside is a usage error): --files 0..10^9, --seed 0..2^64-1,
-  --s3-workers/--api-workers 1..10^6, --queue-size 0..10^9, --retries 0..100,
-  --s3-latency/--api-latency 0..3600 s, --time-scale 0..100, --retry-backoff 0..3600 s
+  --s3-workers/--api-workers 1..10^6, --queue-size 0..10^9, --batch 1..1024,
+  --retries 0..100, --s3-latency/--api-latency 0..3600 s, --time-scale 0..100, --retry-backoff 0..3600 s
   (and backoff x 2^(retries-1) x time-scale at most 1e9 s), --fail-rate 0..1,
   --stage-timeout/--shutdown-grace above 0, at most 86400 s.
 
@@ -294,6 +297,10 @@ def build_parser(prog: str, description: str, variant: str | None = None) -> arg
                    help="API uploaders (default %(default)s)")
     s.add_argument("--queue-size", type=int, default=d.queue_size, metavar="N",
                    help="capacity of each queue; 0 = unbounded, N > 0 gives backpressure (default %(default)s)")
+    s.add_argument("--batch", type=int, default=d.batch, metavar="N",
+                   help="hand records on up to N at a time (flushed early before a worker waits or when the next "
+                        "stage is idle): fewer wake-ups at zero latency; 1 = one at a time, as the tutorial "
+                        "(default %(default)s)")
     s.add_argument("--s3-latency", type=_number, nargs=2, default=d.s3_latency, metavar=("MIN", "MAX"),
                    help="seconds per S3 copy (default 0.2 0.5)")
     s.add_argument("--api-latency", type=_number, nargs=2, default=d.api_latency, metavar=("MIN", "MAX"),

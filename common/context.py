@@ -17,6 +17,7 @@ from .config import Config
 from .crew import Crew
 from .events import Events
 from .faults import InjectedCrash
+from .handoff import Hands, hands_for
 from .ledger import Ledger
 from .model import FileRecord, Message, Outcome, Rejected, Stage
 from .report import Report
@@ -94,8 +95,11 @@ class Context:
 
     # A worker's life --------------------------------------------------------------------
     def worker(self, stage: Stage, index: int = 1) -> WorkerClock:
-        """A worker starts: its identity and clock, which its loop calls ``me``."""
-        return self.timeline.worker(worker_name(stage, index), stage, index)
+        """A worker starts: its identity and clock, which its loop calls ``me`` (with its hand-off
+        buffers under ``--batch N``)."""
+        me = self.timeline.worker(worker_name(stage, index), stage, index)
+        me.hands = hands_for(self.config.batch)
+        return me
 
     def admitted(self) -> Generator[FileRecord, None, None]:
         """The dispatcher's stream: admit each file in order and yield it; once stopping, or once a
@@ -181,6 +185,12 @@ class Context:
             return relay, 0
         self.timeline.pills_sent(next_stage)
         return relay, self.crew.alive(next_stage)
+
+    def in_hand(self, name: str) -> Hands | None:
+        """What worker ``name`` still holds in its hand-off buffers (``--batch N``), for a worker
+        that died to give back: None with one-at-a-time hand-offs."""
+        clock = self.timeline.workers.get(name)
+        return None if clock is None else clock.hands
 
     def exited(self, name: str) -> None:
         clock = self.timeline.workers.get(name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from .handoff import Hands
 from .model import FileRecord, Stage
 
 
@@ -12,7 +13,7 @@ class WorkerClock:
     writes them, so no lock is needed.  The variants' worker loops call it ``me``."""
 
     __slots__ = ("name", "stage", "index", "files", "busy", "started_at", "pill_at", "exited_at", "working",
-                 "_began", "_timeline")
+                 "hands", "_began", "_timeline")
 
     def __init__(self, timeline: "Timeline", name: str, stage: Stage, index: int = 1) -> None:
         self.name, self.stage, self.index, self._timeline = name, stage, index, timeline
@@ -21,6 +22,7 @@ class WorkerClock:
         self.pill_at: float | None = None
         self.exited_at: float | None = None
         self.working = False  # took a message and has not asked for the next one yet
+        self.hands: Hands | None = None  # its hand-off buffers under --batch N > 1 (common/handoff.py)
         self._began = 0.0
 
     def begin(self, record: FileRecord) -> None:

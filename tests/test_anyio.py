@@ -121,9 +121,9 @@ def test_no_pill_is_ever_sent_and_every_clone_is_closed(backend, monkeypatch):
     streams: list[object] = []
     put, start = npipe._put, npipe._start
 
-    async def spy_put(stream, record):
+    async def spy_put(ctx, me, stream, record):
         sent.append(record)
-        await put(stream, record)
+        await put(ctx, me, stream, record)
 
     def spy_start(tg, ctx, stage, index, target, *args):
         streams.extend(a for a in args if hasattr(a, "statistics"))

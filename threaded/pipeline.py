@@ -11,18 +11,18 @@ import signal
 import threading
 from contextlib import closing, contextmanager
 from functools import partial
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 from pillpipe.common.config import Config
 from pillpipe.common.context import POLL, Args, Context, worker_name
-from pillpipe.common.model import PILL, Message, Stage
+from pillpipe.common.handoff import Hands, share
+from pillpipe.common.model import PILL, FileRecord, Message, Stage
 from pillpipe.common.report import Report
 from pillpipe.common.stages import HANG, api_upload, s3_copy
 from pillpipe.common.timing import WorkerClock
 
 VARIANT = "threaded"
 HANDLES_SIGNALS = True  # installs its own SIGINT/SIGTERM handlers for the whole run
-Queue = queue.Queue[Message]  # what every queue carries: a record, or the pill
 Worker = threading.Thread
 STREAM_END = (queue.ShutDown,) if hasattr(queue, "ShutDown") else ()  # Queue.shutdown(): Python 3.13+
 
@@ -31,12 +31,66 @@ class Aborted(Exception):
     """The run is aborting: stop where you are and leave the file in flight."""
 
 
+class Queue(queue.Queue[Message]):
+    """``queue.Queue``, plus hand-offs in batches under one lock round trip (``--batch N``,
+    ``common/handoff.py``) and a count of the consumers waiting on it."""
+
+    waiting = 0  # consumers blocked in ``get_many`` (read without the lock: a hint)
+    is_shutdown = False  # Python < 3.13 has no Queue.shutdown(); 3.13 sets its own
+
+    def put_many(self, items: Sequence[Message]) -> None:
+        """Put ``items`` in order: as many as there is room for, one wake-up per chunk."""
+        with self.not_full:
+            while items:
+                while 0 < self.maxsize <= self._qsize():
+                    self._check_open()
+                    self.not_full.wait()
+                self._check_open()
+                room = self.maxsize - self._qsize() if self.maxsize > 0 else len(items)
+                chunk, items = items[:room], items[room:]
+                for item in chunk:
+                    self._put(item)
+                self.unfinished_tasks += len(chunk)
+                self.not_empty.notify(len(chunk))
+
+    def get_many(self, limit: int, consumers: int, block: bool = True) -> list[Message]:
+        """Take up to ``limit`` messages (a fair share of what is queued), stopping after a pill.
+        Waits for one unless ``block`` is False (then an empty queue gives ``[]``)."""
+        with self.not_empty:
+            while not self._qsize():
+                self._check_open()
+                if not block:
+                    return []
+                self.waiting += 1
+                try:
+                    self.not_empty.wait()
+                finally:
+                    self.waiting -= 1
+            batch: list[Message] = []
+            for _ in range(share(limit, self._qsize(), consumers)):
+                batch.append(self._get())
+                if batch[-1] is PILL:
+                    break
+            self.not_full.notify(len(batch))
+            return batch
+
+    def unget(self, items: list[Message]) -> None:
+        """Give ``items`` back, first in line (a dead worker's unread batch)."""
+        with self.not_empty:
+            self.queue.extendleft(reversed(items))
+            self.not_empty.notify(len(items))
+
+    def _check_open(self) -> None:
+        if self.is_shutdown:  # Queue.shutdown(), Python 3.13+: what get() and put() raise
+            raise queue.ShutDown  # type: ignore[attr-defined,unused-ignore]  # 3.13+
+
+
 def dispatcher(ctx: Context, s3_queue: Queue) -> None:
     """Producer: admit each file and put it on the S3 queue (an abort cancels what is left)."""
     me = ctx.worker(Stage.DISPATCH)
     with closing(ctx.admitted()) as admitted:
         for record in admitted:
-            _put(s3_queue, record)
+            _put(ctx, me, s3_queue, record)
     _check_out(ctx, me, None, s3_queue)
 
 
@@ -49,7 +103,7 @@ def s3_uploader(index: int, ctx: Context, s3_queue: Queue, api_queue: Queue) -> 
             return _check_out(ctx, me, s3_queue, api_queue)
         if ctx.take(me, record):
             _wait_through(ctx, s3_copy(record, ctx.plan, me.name))
-            _put(api_queue, ctx.release(me, record))
+            _put(ctx, me, api_queue, ctx.release(me, record))
 
 
 def api_uploader(index: int, ctx: Context, api_queue: Queue, verify_queue: Queue) -> None:
@@ -61,7 +115,7 @@ def api_uploader(index: int, ctx: Context, api_queue: Queue, verify_queue: Queue
             return _check_out(ctx, me, api_queue, verify_queue)
         if ctx.take(me, record):
             _wait_through(ctx, api_upload(record, ctx.plan, me.name))
-            _put(verify_queue, ctx.release(me, record))
+            _put(ctx, me, verify_queue, ctx.release(me, record))
 
 
 def verifier(ctx: Context, verify_queue: Queue) -> None:
@@ -128,8 +182,21 @@ def _guarded(ctx: Context, stage: Stage, name: str, target: Callable[[*Args], No
     except Aborted:
         pass
     except BaseException as exc:  # noqa: BLE001 - reported through the ledger and WorkerCrashes
-        return ctx.worker_died(stage, name, exc)
+        ctx.worker_died(stage, name, exc)
+        return _give_back(ctx.in_hand(name))
     ctx.exited(name)
+
+
+def _give_back(hands: Hands | None) -> None:
+    """A worker died with records in its hands (``--batch N``): its unread ones go back to the
+    front of its queue, its finished ones on to the next stage."""
+    if hands is None:
+        return
+    unread, unsent = hands.leftovers()
+    if unread:
+        hands.source.unget(unread)
+    if unsent:
+        hands.target.put_many(unsent)
 
 
 def _get(ctx: Context, me: WorkerClock, queue_: Queue) -> Message:
@@ -137,15 +204,40 @@ def _get(ctx: Context, me: WorkerClock, queue_: Queue) -> Message:
     if ctx.idle(me):
         queue_.task_done()
     try:
-        return queue_.get()
+        return queue_.get() if me.hands is None else _take(ctx, me, queue_)
     except STREAM_END:
         return PILL
 
 
-def _put(queue_: Queue, message: Message) -> None:
+def _take(ctx: Context, me: WorkerClock, queue_: Queue) -> Message:
+    """Under ``--batch N``: the next message from the worker's inbox, else a batch in one lock
+    round trip - handing on what it has finished first if it would have to wait."""
+    hands = me.hands
+    assert hands is not None
+    if hands.inbox:
+        return hands.inbox.pop()
+    batch = queue_.get_many(hands.size, ctx.alive(me.stage), block=not hands.outbox)
+    if not batch:  # it would wait: what it finished goes on first
+        _flush(hands)
+        batch = queue_.get_many(hands.size, ctx.alive(me.stage))
+    return hands.took(queue_, batch)
+
+
+def _put(ctx: Context, me: WorkerClock, queue_: Queue, record: FileRecord) -> None:
     """Put; a full queue never blocks forever: the coordinator empties the queue of a dead stage,
-    and every queue on an abort."""
-    queue_.put(message)
+    and every queue on an abort.  Under ``--batch N``: into the worker's outbox, handed on when
+    full or when a consumer waits on the empty queue."""
+    hands = me.hands
+    if hands is None:
+        return queue_.put(record)
+    if hands.hold(queue_, record) or (queue_.waiting and not queue_.qsize()):
+        _flush(hands)
+
+
+def _flush(hands: Hands) -> None:
+    """Hand on every finished record in the outbox, in one lock round trip."""
+    if hands.outbox:
+        hands.target.put_many(hands.handed())
 
 
 def _wait_through(ctx: Context, steps: Iterator[float]) -> None:
@@ -158,12 +250,14 @@ def _wait_through(ctx: Context, steps: Iterator[float]) -> None:
 def _check_out(ctx: Context, me: WorkerClock, inbox: Queue | None, outbox: Queue | None) -> None:
     """A worker leaves: put its pill back for a sibling (relay), or - the last one out under
     last-out - put the next stage's pills itself."""
+    if me.hands is not None:
+        _flush(me.hands)
     relay, pills = ctx.check_out(me)
     if relay and inbox is not None:
-        _put(inbox, PILL)
+        inbox.put(PILL)
     if outbox is not None:
         for _ in range(pills):
-            _put(outbox, PILL)
+            outbox.put(PILL)
 
 
 def _end_stream(ctx: Context, queue_: Queue, stage: Stage, consumers: list[Worker], tend: Callable[[], None]) -> None:
