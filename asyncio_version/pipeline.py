@@ -22,6 +22,7 @@ from pillpipe.common.stages import HANG, api_upload, s3_copy
 from pillpipe.common.timing import WorkerClock
 
 VARIANT = "asyncio"
+PILLS_AT_ONCE = 256  # the coordinator yields after putting this many pills
 HANDLES_SIGNALS = True  # installs its own SIGINT/SIGTERM handlers for the whole run
 Worker = asyncio.Task[None]
 STREAM_END = (asyncio.QueueShutDown,) if hasattr(asyncio, "QueueShutDown") else ()  # Queue.shutdown(): Python 3.13+
@@ -234,6 +235,14 @@ async def _end_stream(ctx: Context, queue_: Queue, stage: Stage, consumers: list
     pills, sent = ctx.pills_for(stage, _live(consumers)), 0
     while sent < pills and not ctx.aborting:
         try:
+            queue_.put_nowait(PILL)  # no timer for a pill that fits (an unbounded queue never waits)
+            sent += 1
+            if sent % PILLS_AT_ONCE == 0:  # let the woken consumers run and exit: their wake-ups
+                await asyncio.sleep(0)  # never pile up (10,000 workers: 1.4 MiB at once)
+            continue
+        except asyncio.QueueFull:
+            pass
+        try:
             async with asyncio.timeout(POLL):
                 await queue_.put(PILL)
             sent += 1
@@ -246,11 +255,13 @@ def _live(workers: list[Worker]) -> int:
 
 
 async def _join(workers: list[Worker], tend: Callable[[], None]) -> None:
-    """Wait for ``workers`` to exit, tending to signals, dead stages and aborts meanwhile."""
-    pending = set(workers)
-    while pending:
-        _, pending = await asyncio.wait(pending, timeout=POLL)
-        tend()
+    """Wait for ``workers`` to exit, tending to signals, dead stages and aborts meanwhile.  One at a
+    time, as the threads are joined: waiting on all at once would hang a callback on every pending
+    task at every poll (10,000 workers: megabytes at shutdown), while one wait lets them all run."""
+    for worker in workers:
+        while not worker.done():
+            await asyncio.wait((worker,), timeout=POLL)
+            tend()
     tend()
 
 
