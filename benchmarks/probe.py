@@ -1,7 +1,7 @@
 """One measurement, in the fresh process it runs in: ``python -m pillpipe.benchmarks.probe KIND [run flags]``.
 
 KIND is a variant (``threaded``, ``asyncio``, ``anyio``, ``sequential``), a bare chain
-(``bare-threaded``, ``bare-asyncio``) or a timer probe (``timer-threaded``, ``timer-asyncio``,
+(``bare-threaded``, ``bare-asyncio``, ``bare-anyio``, ``bare-anyio-nowait``; anyio's on ``--backend``) or a timer probe (``timer-threaded``, ``timer-asyncio``,
 ``timer-anyio``, given ``--delays``; anyio on ``--backend``).  It prints one JSON object on stdout:
 the report (variants), the time the run took in-process, peak RSS before and after the run (VmHWM;
 ``resource.getrusage`` elsewhere), CPU time, context switches, and the OS threads and asyncio tasks
@@ -19,9 +19,10 @@ import threading
 import time
 from typing import Any, Awaitable, Callable, Coroutine
 
+from pillpipe.benchmarks.bare import CHAINS
 from pillpipe.variants import CONCURRENT, VARIANTS
 
-KINDS = (*VARIANTS, "bare-threaded", "bare-asyncio", *(f"timer-{v}" for v in CONCURRENT))
+KINDS = (*VARIANTS, *CHAINS, *(f"timer-{v}" for v in CONCURRENT))
 
 
 class _Counts:
@@ -112,7 +113,7 @@ def measure(kind: str, argv: list[str]) -> dict[str, Any]:
     if kind.startswith("bare-"):
         from pillpipe.benchmarks import bare
 
-        chain = bare.run_threads if kind == "bare-threaded" else bare.run_asyncio
+        chain = bare.chain(kind, config.backend)
         run = lambda: chain(config.files, config.s3_workers, config.api_workers, config.queue_size)  # noqa: E731
     else:
         from pillpipe.common.context import WorkerCrashes

@@ -282,9 +282,14 @@ def test_single_runs_get_no_whiskers():
     assert meds == [20.0, 20.0] and lo == [10.0, 0.0] and hi == [20.0, 0.0]
 
 
-@pytest.mark.parametrize("chain", [bare.run_threads, bare.run_asyncio])
-def test_bare_chain_passes_every_item(chain):
-    assert chain(2000, 3, 2, 10) > 0  # it asserts internally that the verifier counted every item
+@pytest.mark.parametrize("kind", bare.CHAINS)
+@pytest.mark.parametrize("queue_size", [0, 10])
+def test_bare_chain_passes_every_item(kind, queue_size):
+    assert bare.chain(kind)(2000, 3, 2, queue_size) > 0  # it asserts internally that the verifier counted every item
+
+
+def test_bare_anyio_chain_runs_on_trio_too():
+    assert bare.chain("bare-anyio-nowait", backend="trio")(500, 3, 2, 5) > 0
 
 
 def test_percentile_nearest_rank():
