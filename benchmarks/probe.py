@@ -1,11 +1,15 @@
 """One measurement, in the fresh process it runs in: ``python -m pillpipe.benchmarks.probe KIND [run flags]``.
 
 KIND is a variant (``threaded``, ``asyncio``, ``anyio``, ``sequential``), a bare chain
-(``bare-threaded``, ``bare-asyncio``, ``bare-anyio``, ``bare-anyio-nowait``; anyio's on ``--backend``) or a timer probe (``timer-threaded``, ``timer-asyncio``,
-``timer-anyio``, given ``--delays``; anyio on ``--backend``).  It prints one JSON object on stdout:
-the report (variants), the time the run took in-process, peak RSS before and after the run (VmHWM;
-``resource.getrusage`` elsewhere), CPU time, context switches, and the OS threads and asyncio tasks
-the run started.  Anything the run prints goes to stderr.
+(``bare-threaded``, ``bare-asyncio``, ``bare-anyio``, ``bare-anyio-nowait``; anyio's on
+``--backend``), a peer (``pyper-thread``, ``pyper-async``, ``pypeln-thread``, ``pypeln-task``:
+``benchmarks/peers.py``) or a timer probe (``timer-threaded``, ``timer-asyncio``, ``timer-anyio``,
+given ``--delays``; anyio on ``--backend``).  It prints one JSON object on stdout: the report
+(variants and peers), the time the run took in-process, peak RSS before and after the run (VmHWM;
+``resource.getrusage`` elsewhere), CPU time (and that of the child processes it waited for: pyper
+starts a multiprocessing manager), context switches, and the OS threads and asyncio tasks the run
+started.  Anything the run prints goes to stderr.  A peer whose library is missing exits 2 with
+one line saying what to install.
 """
 from __future__ import annotations
 
@@ -20,9 +24,10 @@ import time
 from typing import Any, Awaitable, Callable, Coroutine
 
 from pillpipe.benchmarks.bare import CHAINS
+from pillpipe.benchmarks.peers import PEERS
 from pillpipe.variants import CONCURRENT, VARIANTS
 
-KINDS = (*VARIANTS, *CHAINS, *(f"timer-{v}" for v in CONCURRENT))
+KINDS = (*VARIANTS, *CHAINS, *PEERS, *(f"timer-{v}" for v in CONCURRENT))
 
 
 class _Counts:
@@ -60,8 +65,9 @@ def _peak_rss_kib() -> int:
 
 
 def _usage() -> dict[str, float]:
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return {"rss_kib": _peak_rss_kib(), "user": ru.ru_utime, "sys": ru.ru_stime, "vcs": ru.ru_nvcsw, "ivcs": ru.ru_nivcsw}
+    ru, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"rss_kib": _peak_rss_kib(), "user": ru.ru_utime, "sys": ru.ru_stime, "vcs": ru.ru_nvcsw, "ivcs": ru.ru_nivcsw,
+            "children": children.ru_utime + children.ru_stime}
 
 
 def sleep_samples(kind: str, delays: list[float], repeats: int = 1, backend: str = "asyncio") -> list[tuple[float, float]]:
@@ -115,6 +121,11 @@ def measure(kind: str, argv: list[str]) -> dict[str, Any]:
 
         chain = bare.chain(kind, config.backend)
         run = lambda: chain(config.files, config.s3_workers, config.api_workers, config.queue_size)  # noqa: E731
+    elif kind in PEERS:
+        from pillpipe.benchmarks import peers
+
+        peer = peers.runner(kind)
+        run = lambda: peer(config)  # noqa: E731
     else:
         from pillpipe.common.context import WorkerCrashes
         from pillpipe.variants import variants
@@ -142,6 +153,7 @@ def measure(kind: str, argv: list[str]) -> dict[str, Any]:
         "rss_peak_kib": after["rss_kib"],
         "cpu_user_s": after["user"] - before["user"],
         "cpu_sys_s": after["sys"] - before["sys"],
+        "cpu_children_s": after["children"] - before["children"],
         "voluntary_switches": after["vcs"] - before["vcs"],
         "involuntary_switches": after["ivcs"] - before["ivcs"],
         "threads_started": _Counts.threads,
@@ -158,11 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args or args[0] not in KINDS:
         sys.stderr.write(f"usage: python -m pillpipe.benchmarks.probe {{{','.join(KINDS)}}} [run flags]\n")
         return 2
+    from pillpipe.benchmarks.peers import MissingPeer
     from pillpipe.common.config import UsageError
 
     try:
         result = measure(args[0], args[1:])
-    except UsageError as exc:  # a flag the variant rejects: one line, exit 2, as the command line does
+    except (UsageError, MissingPeer) as exc:  # a flag the variant rejects, a peer not installed: one line, exit 2
         sys.stderr.write(f"probe {args[0]}: error: {exc}\n")
         return 2
     sys.stdout.write(json.dumps(result) + "\n")

@@ -368,3 +368,53 @@ def test_stream_end_measures_from_the_close_for_anyio_and_from_the_pills_otherwi
     labels = {c.label for c in cells()}
     assert len(labels) == 16 and "asyncio/uvloop/cancel" in labels and "anyio/trio/close" in labels
     assert not any(c.model == "threaded" and c.strategy == "cancel" for c in cells())
+
+
+# The peers: pyper and pypeln on the same pipeline and work ------------------------------------
+@pytest.mark.parametrize("name", ["pyper-thread", "pyper-async", "pypeln-thread", "pypeln-task"])
+@pytest.mark.parametrize("time_scale, files", [(0, 300), (0.001, 40)])
+def test_every_peer_does_the_projects_work(name, time_scale, files):
+    """A peer's stages call the shared stage logic and ledger: its report is the sequential one,
+    digest and per-file outcomes included (failures and retries too)."""
+    from pillpipe.benchmarks import peers
+    from pillpipe.common import sequential
+    from pillpipe.common.config import Config
+
+    config = Config(files=files, time_scale=time_scale, queue_size=10, fail_rate=0.2, retries=1, seed=7,
+                    quiet=True, details=True)
+    report = peers.runner(name)(config)
+    assert report.variant == name and report == sequential.run(config)
+    assert report.success + report.failed == files and report.failed > 0
+
+
+def test_a_missing_peer_library_is_one_line_and_exit_2():
+    code = ("import sys; sys.modules['pyper'] = None\n"
+            "from pillpipe.benchmarks.probe import main\n"
+            "raise SystemExit(main(['pyper-thread', '--files', '3', '--time-scale', '0']))")
+    done = _run([sys.executable, "-c", code], timeout=60)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines() == [done.stderr.strip()] and "pip install 'pillpipe[peers]'" in done.stderr
+
+
+def test_peers_scenario_measures_every_kind_and_writes_one_table_and_one_plot(tmp_path):
+    from pillpipe.benchmarks.peers import PEERS
+    from pillpipe.benchmarks.scenario import Bench
+    from pillpipe.benchmarks.scenarios import scenario
+    from pillpipe.benchmarks.scenarios.peers import BARE, PROJECT, Plan
+
+    s = scenario("peers")
+    plan = Plan(files=500, latency_files=20, time_scale=0.002, queue_size=10, rounds=1, warmup=0)
+    bench = Bench(False, [{"path": sys.executable, "python": platform.python_version(), "queue_shutdown": False,
+                           "libraries": {}}], quick=False)
+    res = s.run(bench, plan)
+    assert bench.steps == s.count(plan, bench) == 2 * len(PROJECT) + 2 * len(PEERS) + len(BARE)
+    assert set(res["zero"]["rows"]) == {*BARE, *PROJECT, *PEERS} and set(res["latency"]["rows"]) == {*PROJECT, *PEERS}
+    for row in (*res["zero"]["rows"].values(), *res["latency"]["rows"].values()):
+        assert "error" not in row and row["files_per_s"]["median"] > 0 and row["cpu_us_per_file"]["median"] > 0
+    assert all(r["same_report"] for r in res["latency"]["rows"].values())
+    assert all(r["makespan_over_ideal"]["median"] > 0.9 for r in res["latency"]["rows"].values())
+    targets = s.targets(res)
+    assert len(targets) == 2 and all(t.met for t in targets)
+    summary = s.summary(res).splitlines()
+    assert summary[0].startswith("## Peers") and sum(line.startswith("| ") for line in summary) == 1 + 10
+    assert [p.name for p in s.plots(res, tmp_path)] == ["peers.png"] and (tmp_path / "peers.png").read_bytes()[:8] == PNG
