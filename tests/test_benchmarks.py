@@ -139,7 +139,11 @@ def test_quick_writes_json_markdown_and_plots(tmp_path):
     res = json.loads((tmp_path / "results.json").read_text())
     assert {"cpu", "cores", "python", "libraries"} <= set(res["environment"])
     assert set(res["scenarios"]) == {"overhead", "latency", "scaling", "shutdown", "strategies"}
-    assert res["overhead"]["runs"]["asyncio"]["files_per_s"]["median"] > 0
+    cells = res["overhead"]["cells"]  # per queue size: each bare chain, each model, threaded --batch
+    assert set(cells) == {"sequential", "bare-threaded q100", "bare-asyncio q100", "bare-anyio-nowait q100",
+                          "threaded q100", "threaded --batch 16 q100", "asyncio q100", "anyio q100"}
+    assert cells["asyncio q100"]["files_per_s"]["median"] > 0 and cells["threaded q100"]["switches_per_file"]
+    assert cells["anyio q100"]["over_asyncio"] > 0
     assert res["targets"] and all("met" in t for t in res["targets"])
     assert not res["errors"]
     for name, steps in res["steps"].items():  # each scenario's count() agrees with what its run() did
