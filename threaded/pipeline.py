@@ -33,13 +33,15 @@ class Aborted(Exception):
 
 class Queue(queue.Queue[Message]):
     """``queue.Queue``, plus hand-offs in batches under one lock round trip (``--batch N``,
-    ``common/handoff.py``) and a count of the consumers waiting on it."""
+    ``common/handoff.py``) and a count of the consumers waiting on it.  A batch wakes one thread:
+    every wake-up is a context switch and a contest for the GIL, so a woken consumer that leaves
+    work behind wakes the next one itself (and a producer that leaves room, the next producer)."""
 
     waiting = 0  # consumers blocked in ``get_many`` (read without the lock: a hint)
     is_shutdown = False  # Python < 3.13 has no Queue.shutdown(); 3.13 sets its own
 
     def put_many(self, items: Sequence[Message]) -> None:
-        """Put ``items`` in order: as many as there is room for, one wake-up per chunk."""
+        """Put ``items`` in order, as many at a time as there is room for."""
         with self.not_full:
             while items:
                 while 0 < self.maxsize <= self._qsize():
@@ -51,7 +53,9 @@ class Queue(queue.Queue[Message]):
                 for item in chunk:
                     self._put(item)
                 self.unfinished_tasks += len(chunk)
-                self.not_empty.notify(len(chunk))
+                self.not_empty.notify()
+            if 0 < self.maxsize and self._qsize() < self.maxsize:
+                self.not_full.notify()  # room is left: the next producer's turn
 
     def get_many(self, limit: int, consumers: int, block: bool = True) -> list[Message]:
         """Take up to ``limit`` messages (a fair share of what is queued), stopping after a pill.
@@ -71,14 +75,16 @@ class Queue(queue.Queue[Message]):
                 batch.append(self._get())
                 if batch[-1] is PILL:
                     break
-            self.not_full.notify(len(batch))
+            if self._qsize():
+                self.not_empty.notify()  # work is left: the next consumer's turn
+            self.not_full.notify()
             return batch
 
     def unget(self, items: list[Message]) -> None:
         """Give ``items`` back, first in line (a dead worker's unread batch)."""
         with self.not_empty:
             self.queue.extendleft(reversed(items))
-            self.not_empty.notify(len(items))
+            self.not_empty.notify()
 
     def _check_open(self) -> None:
         if self.is_shutdown:  # Queue.shutdown(), Python 3.13+: what get() and put() raise
