@@ -422,3 +422,23 @@ def test_peers_scenario_measures_every_kind_and_writes_one_table_and_one_plot(tm
     summary = s.summary(res).splitlines()
     assert summary[0].startswith("## Peers") and sum(line.startswith("| ") for line in summary) == 1 + 10
     assert [p.name for p in s.plots(res, tmp_path)] == ["peers.png"] and (tmp_path / "peers.png").read_bytes()[:8] == PNG
+
+
+def test_batch_scenario_measures_every_model_and_batch_size():
+    from pillpipe.benchmarks.scenario import Bench
+    from pillpipe.benchmarks.scenarios import scenario
+    from pillpipe.benchmarks.scenarios.batch import MODELS, Plan
+
+    s = scenario("batch")
+    plan = Plan(batches=(1, 8), files=400, latency_files=30, time_scale=0.002, queue_size=10, rounds=1)
+    bench = Bench(False, [{"path": sys.executable, "python": platform.python_version(), "queue_shutdown": False,
+                           "libraries": {}}], quick=False)
+    res = s.run(bench, plan)
+    assert bench.steps == s.count(plan, bench) == 2 * len(MODELS) * 2
+    for key, files in (("zero", 400), ("latency", 30)):
+        rows = res[key]["rows"]
+        assert [(r["model"], r["batch"]) for r in rows] == [(m, b) for m in MODELS for b in (1, 8)]
+        assert all(r["success"] == files and r["latency_p95_s"]["median"] > 0 for r in rows)
+    assert all(0 < r["efficiency"]["median"] <= 1.0001 for r in res["latency"]["rows"])
+    assert all(t.met for t in s.targets(res))
+    assert sum(line.startswith("| ") for line in s.summary(res).splitlines()) == 1 + len(MODELS) * 2

@@ -18,6 +18,7 @@ REGISTRY = (
     "shutdown",
     "memory",
     "strategies",
+    "batch",
     "peers",
 )
 
