@@ -379,16 +379,15 @@ def test_stream_end_measures_from_the_close_for_anyio_and_from_the_pills_otherwi
 @pytest.mark.parametrize("time_scale, files", [(0, 300), (0.001, 40)])
 def test_every_peer_does_the_projects_work(name, time_scale, files):
     """A peer's stages call the shared stage logic and ledger: its report is the sequential one,
-    digest and per-file outcomes included (failures and retries too)."""
-    from pillpipe.benchmarks import peers
-    from pillpipe.common import sequential
-    from pillpipe.common.config import Config
-
-    config = Config(files=files, time_scale=time_scale, queue_size=10, fail_rate=0.2, retries=1, seed=7,
-                    quiet=True, details=True)
-    report = peers.runner(name)(config)
-    assert report.variant == name and report == sequential.run(config)
-    assert report.success + report.failed == files and report.failed > 0
+    digest and per-file outcomes included (failures and retries too).  In a fresh process, as the
+    benchmark runs it (pyper forks a multiprocessing manager: never from a threaded test process)."""
+    flags = ["--files", files, "--time-scale", time_scale, "--queue-size", 10, "--fail-rate", 0.2, "--retries", 1,
+             "--seed", 7, "--quiet", "--details"]
+    theirs, ours = probe(name, flags)["report"], probe("sequential", flags)["report"]
+    assert theirs["variant"] == name
+    assert {k: v for k, v in theirs.items() if k not in ("variant", "timing")} == \
+           {k: v for k, v in ours.items() if k not in ("variant", "timing")}
+    assert theirs["success"] + theirs["failed"] == files and theirs["failed"] > 0
 
 
 def test_a_missing_peer_library_is_one_line_and_exit_2():
