@@ -133,6 +133,7 @@ class Peers(Scenario):
     def plots(self, result: dict[str, Any], out: Path) -> list[Path]:
         from .. import plots  # noqa: F401 - matplotlib on its Agg backend
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import NullFormatter, ScalarFormatter
 
         fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
         for ax, key, metric, label in ((left, "zero", "cpu_us_per_file", "CPU us per file, zero latency (log)"),
@@ -148,6 +149,10 @@ class Peers(Scenario):
             ax.set_xlabel(label)
             if key == "zero":
                 ax.set_xscale("log")
+                lo, hi = ax.get_xlim()
+                ax.set_xticks([t for t in (0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500) if lo <= t <= hi])
+                ax.xaxis.set_major_formatter(ScalarFormatter())
+                ax.xaxis.set_minor_formatter(NullFormatter())
             else:
                 ax.axvline(1.0, color="black", linewidth=0.8, linestyle=":")
                 ax.set_xlim(left=min(0.95, *meds) if meds else 0.95)
