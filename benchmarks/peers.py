@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import warnings
 from typing import Any, AsyncIterator, Callable, Iterator
 
 from pillpipe.common.config import Config
@@ -162,7 +163,9 @@ class MissingPeer(RuntimeError):
 def runner(name: str) -> Callable[[Config], Report]:
     """Peer ``name``'s run function, its library imported (so a probe measures the run, not the import)."""
     try:
-        __import__(LIBRARY[name])
+        with warnings.catch_warnings():  # stopit (pypeln's) warns that pkg_resources is deprecated
+            warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+            __import__(LIBRARY[name])
     except ImportError as exc:
         raise MissingPeer(f"{name} needs {LIBRARY[name]}: {EXTRA} ({exc})") from None
     return PEERS[name]
