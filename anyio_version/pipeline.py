@@ -4,7 +4,8 @@ Read it beside ``threaded/pipeline.py`` and ``asyncio_version/pipeline.py``: the
 the same order and the same worker loops; each queue becomes a memory object stream, so its
 parameter is a send end or a receive end.  There are no pills: every producer holds its own
 clone of the next stream's send end and closes it when it leaves (normally or not); when the
-last clone is closed, the consumers' ``_get`` reads the end of the stream as the pill.
+last clone is closed, the consumers' ``_get`` reads the end of the stream as the pill.  A
+hand-off that need not wait takes no checkpoint, as with ``asyncio.Queue`` (docs/performance.md).
 Everything that does not block comes from ``pillpipe.common``.
 """
 from __future__ import annotations
@@ -183,19 +184,23 @@ async def _put(ctx: Context, me: WorkerClock, stream: Send, record: FileRecord) 
 
 
 async def _send(stream: Send, record: FileRecord) -> None:
+    """Send without a checkpoint when there is room or a waiting receiver (``send`` always takes
+    one: a full trip round the event loop); only a send that must wait is a cancellation point."""
     try:
-        stream.send_nowait(record)  # no checkpoint when there is room: only a send that waits is one
+        stream.send_nowait(record)
     except anyio.WouldBlock:
         await stream.send(record)
 
 
 def _idle(stream: Send) -> bool:
+    """A consumer waits on the empty stream."""
     stats = stream.statistics()
     return stats.tasks_waiting_receive > 0 and stats.current_buffer_used == 0
 
 
 async def _flush(hands: Hands | None) -> None:
-    if hands is not None:  # hand on what the worker holds (--batch N)
+    """Hand on what the worker holds (``--batch N``; nothing with one-at-a-time hand-offs)."""
+    if hands is not None:
         for record in hands.handed():
             await _send(hands.target, record)
 

@@ -22,10 +22,10 @@ from pillpipe.common.stages import HANG, api_upload, s3_copy
 from pillpipe.common.timing import WorkerClock
 
 VARIANT = "asyncio"
-PILLS_AT_ONCE = 256  # the coordinator yields after putting this many pills
 HANDLES_SIGNALS = True  # installs its own SIGINT/SIGTERM handlers for the whole run
 Worker = asyncio.Task[None]
 STREAM_END = (asyncio.QueueShutDown,) if hasattr(asyncio, "QueueShutDown") else ()  # Queue.shutdown(): Python 3.13+
+PILLS_AT_ONCE = 256  # the coordinator yields after putting this many pills
 
 
 class Queue(asyncio.Queue[Message]):
