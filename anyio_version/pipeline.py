@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import signal
 import threading
-from contextlib import closing, contextmanager
+from contextlib import AbstractAsyncContextManager, closing, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, AsyncIterator, Callable, Coroutine, Iterator
@@ -27,7 +27,7 @@ from pillpipe.common.context import POLL, Args, Context, worker_name
 from pillpipe.common.handoff import Hands
 from pillpipe.common.model import PILL, FileRecord, Message, Stage
 from pillpipe.common.report import Report
-from pillpipe.common.stages import HANG, api_upload, s3_copy
+from pillpipe.common.stages import HANG, Steps, api_upload, s3_copy
 from pillpipe.common.timing import WorkerClock
 
 VARIANT = "anyio"
@@ -85,7 +85,7 @@ async def verifier(ctx: Context, verify_receive: Receive) -> None:
         record = await _get(ctx, me, verify_receive)
         if record is PILL:
             return await _check_out(ctx, me, verify_receive, None)
-        ctx.verify(me, record)
+        await _wait_through(ctx, ctx.verify(me, record))
 
 
 async def coordinator(ctx: Context, streams: list[Receive], stages: list[list[Worker]]) -> None:
@@ -110,7 +110,7 @@ async def pipeline(ctx: Context) -> None:
         anyio.create_memory_object_stream[FileRecord](size) for _ in range(3))
     streams = [s3_receive, api_receive, verify_receive]  # the coordinator's ends: to drain a dead stage
     with _signals(ctx) as received, s3_receive, api_receive, verify_receive:
-        async with anyio.create_task_group() as tg:
+        async with _clients(ctx), anyio.create_task_group() as tg:
             if received is not None:
                 tg.start_soon(_listen, ctx, received, name="signals")
             with s3_send, api_send, verify_send:  # the originals close: only the producers' clones remain
@@ -205,12 +205,23 @@ async def _flush(hands: Hands | None) -> None:
             await _send(hands.target, record)
 
 
-async def _wait_through(ctx: Context, steps: Iterator[float]) -> None:
-    """Do the waiting a stage asks for; every await is a cancellation point, so an abort ends it."""
-    for delay in steps:
-        if delay == HANG:
+async def _wait_through(ctx: Context, steps: Steps) -> None:
+    """Do each wait a stage asks for, and each real call; every await is a cancellation point (an abort)."""
+    for step in steps:
+        if not isinstance(step, float):  # a real call: its result (or error) goes back into the stage
+            steps.answer(await ctx.clients.outcome(step))
+        elif step == HANG:
             await anyio.sleep_forever()
-        await anyio.sleep(delay)
+        else:
+            await anyio.sleep(step)
+
+
+def _clients(ctx: Context) -> AbstractAsyncContextManager[Any]:
+    """Real I/O: the run's clients (aiobotocore on httpx, and httpx: both run on trio), pools sized to the workers."""
+    if ctx.client_options() is None:
+        return nullcontext()
+    from pillpipe.anyio_version.clients import open_clients
+    return ctx.calling_with(open_clients(**ctx.client_options()))
 
 
 async def _check_out(ctx: Context, me: WorkerClock, inbox: Receive | None, outbox: Send | None) -> None:

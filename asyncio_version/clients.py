@@ -31,11 +31,12 @@ from aiobotocore.config import AioConfig
 from aiobotocore.httpxsession import HttpxSession
 from aiobotocore.session import get_session
 
+from pillpipe.common import calls
 from pillpipe.common.calls import (ApiGet, ApiPost, Call, CallError, Copied, Endpoints, ObjectInfo,
                                    Posted, Record, Result, S3Copy, S3Head, botocore_options, status_error,
                                    transport_error, user_metadata)
 
-HTTP_CLIENTS = ("aiohttp", "httpx")  # the API's client library (and aiobotocore's session); the first is the default
+HTTP_CLIENTS = calls.HTTP_CLIENTS["asyncio"]  # the metadata API's client library; the first is the default
 JSON = {"Content-Type": "application/json"}
 TIMEOUTS = (botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectTimeoutError,
             aiohttp.ServerTimeoutError, httpx2.TimeoutException)  # what each library calls a timeout
@@ -86,6 +87,14 @@ class Clients:
             raise
         except Exception as exc:  # noqa: BLE001 - every library failure becomes a CallError
             raise self._error(call, exc) from exc
+
+    async def outcome(self, call: Call) -> Result | CallError:
+        """``perform``, but a ``CallError`` is returned, not raised: what ``_wait_through`` sends back
+        into the stage (which raises it there)."""
+        try:
+            return await self.perform(call)
+        except CallError as exc:
+            return exc
 
     def connections(self) -> dict[str, int | None]:
         """Connections each client has opened so far (None where the library does not tell)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
-from contextlib import closing, contextmanager
+from contextlib import AbstractAsyncContextManager, closing, contextmanager, nullcontext
 from functools import partial
 from typing import Any, Awaitable, Callable, Coroutine, Iterator
 
@@ -18,7 +18,7 @@ from pillpipe.common.context import POLL, Args, Context, worker_name
 from pillpipe.common.handoff import Hands
 from pillpipe.common.model import PILL, FileRecord, Message, Stage
 from pillpipe.common.report import Report
-from pillpipe.common.stages import HANG, api_upload, s3_copy
+from pillpipe.common.stages import HANG, Steps, api_upload, s3_copy
 from pillpipe.common.timing import WorkerClock
 
 VARIANT = "asyncio"
@@ -75,7 +75,7 @@ async def verifier(ctx: Context, verify_queue: Queue) -> None:
         record = await _get(ctx, me, verify_queue)
         if record is PILL:
             return await _check_out(ctx, me, verify_queue, None)
-        ctx.verify(me, record)
+        await _wait_through(ctx, ctx.verify(me, record))
 
 
 async def coordinator(ctx: Context, queues: list[Queue], stages: list[list[Worker]]) -> None:
@@ -98,15 +98,16 @@ async def pipeline(ctx: Context) -> None:
     size = ctx.config.queue_size
     s3_queue, api_queue, verify_queue = queues = [Queue(size), Queue(size), Queue(size)]
     with _signals(ctx):
-        stages = [
-            [_start(ctx, Stage.DISPATCH, 1, dispatcher, ctx, s3_queue)],
-            [_start(ctx, Stage.S3, i, s3_uploader, i, ctx, s3_queue, api_queue)
-             for i in range(1, ctx.config.s3_workers + 1)],
-            [_start(ctx, Stage.API, i, api_uploader, i, ctx, api_queue, verify_queue)
-             for i in range(1, ctx.config.api_workers + 1)],
-            [_start(ctx, Stage.VERIFY, 1, verifier, ctx, verify_queue)],
-        ]
-        await coordinator(ctx, queues, stages)
+        async with _clients(ctx):
+            stages = [
+                [_start(ctx, Stage.DISPATCH, 1, dispatcher, ctx, s3_queue)],
+                [_start(ctx, Stage.S3, i, s3_uploader, i, ctx, s3_queue, api_queue)
+                 for i in range(1, ctx.config.s3_workers + 1)],
+                [_start(ctx, Stage.API, i, api_uploader, i, ctx, api_queue, verify_queue)
+                 for i in range(1, ctx.config.api_workers + 1)],
+                [_start(ctx, Stage.VERIFY, 1, verifier, ctx, verify_queue)],
+            ]
+            await coordinator(ctx, queues, stages)
 
 
 def run(config: Config) -> Report:
@@ -194,12 +195,25 @@ async def _flush(hands: Hands) -> None:
             await hands.target.put(record)
 
 
-async def _wait_through(ctx: Context, steps: Iterator[float]) -> None:
-    """Do the waiting a stage asks for; every await is cancellable, so an abort ends it at once."""
-    for delay in steps:
-        if delay == HANG:
+async def _wait_through(ctx: Context, steps: Steps) -> None:
+    """Do what a stage asks for: each wait, each real call with the run's clients; every await is
+    cancellable, so an abort ends it at once, mid-call too."""
+    for step in steps:
+        if not isinstance(step, float):  # a real call: its result (or error) goes back into the stage
+            steps.answer(await ctx.clients.outcome(step))
+        elif step == HANG:
             await asyncio.get_running_loop().create_future()
-        await asyncio.sleep(delay)
+        else:
+            await asyncio.sleep(step)
+
+
+def _clients(ctx: Context) -> AbstractAsyncContextManager[Any]:
+    """Real I/O: open the run's clients - aiobotocore and aiohttp, or both on httpx - shared by every
+    task, pools sized to the workers; simulated I/O opens none (nor imports their libraries)."""
+    if ctx.client_options() is None:
+        return nullcontext()
+    from pillpipe.asyncio_version.clients import open_clients
+    return ctx.calling_with(open_clients(**ctx.client_options()))
 
 
 async def _check_out(ctx: Context, me: WorkerClock, inbox: Queue | None, outbox: Queue | None) -> None:

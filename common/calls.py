@@ -206,17 +206,26 @@ class ApiGet:
 Call = Union[S3Copy, ApiPost, S3Head, ApiGet]
 
 
+def call_for(stage: Stage, record: FileRecord, seed: int, hint: Hint = NO_HINT) -> "S3Copy | ApiPost":
+    """The S3 stage's copy or the API stage's post for ``record``, carrying ``hint`` (what the core
+    builds for each attempt; ``NO_HINT`` for servers that are not ours)."""
+    key = record.dest_key or dest_key(seed, record.name)
+    if stage is Stage.S3:
+        return S3Copy(record.source_bucket or SOURCE_BUCKET, record.source_key or record.name, DEST_BUCKET,
+                      dest_key(seed, record.name), object_metadata(record), hint)
+    return ApiPost(record_fields(record, key), hint)
+
+
 def copy_call(record: FileRecord, workload: Workload, faults: FaultPlan, attempt: int, hints: bool = True) -> S3Copy:
     """The S3 stage's call for one attempt (``hints=False`` for servers that are not ours)."""
     hint = hint_for(workload, faults, Stage.S3, record.id, attempt) if hints else NO_HINT
-    return S3Copy(record.source_bucket or SOURCE_BUCKET, record.source_key or record.name, DEST_BUCKET,
-                  dest_key(workload.seed, record.name), object_metadata(record), hint)
+    return call_for(Stage.S3, record, workload.seed, hint)  # type: ignore[return-value]
 
 
 def post_call(record: FileRecord, workload: Workload, faults: FaultPlan, attempt: int, hints: bool = True) -> ApiPost:
     """The API stage's call for one attempt; the record already has its destination key."""
     hint = hint_for(workload, faults, Stage.API, record.id, attempt) if hints else NO_HINT
-    return ApiPost(record_fields(record, record.dest_key or dest_key(workload.seed, record.name)), hint)
+    return call_for(Stage.API, record, workload.seed, hint)  # type: ignore[return-value]
 
 
 def verify_calls(record: FileRecord, seed: int) -> tuple[S3Head, ApiGet]:
@@ -412,3 +421,25 @@ class Endpoints:
     region: str = DEFAULT_REGION
     ca_file: str | None = None  # PEM of the CA to trust for https URLs (a local test CA)
     hints: bool = True  # the servers honour the hints (ours do; any other server ignores them)
+
+
+# How each model calls them ----------------------------------------------------------------
+# The metadata API's client library in each model, its default first (each model's clients.py reads
+# its row; the command line checks --http-client against it without importing a model).
+HTTP_CLIENTS: dict[str, tuple[str, ...]] = {
+    "threaded": ("urllib3", "httpx"),
+    "asyncio": ("aiohttp", "httpx"),  # httpx also puts aiobotocore on its httpx session: the same-library control
+    "anyio": ("httpx",),  # what runs on trio too
+}
+CALL_TIMEOUT = 10.0  # seconds a real call may wait for its server, beyond the longest hinted delay
+
+
+def call_timeout(workload: Workload, faults: FaultPlan, stage_timeout: float | None) -> float:
+    """How long one real call may take before it fails with ``timeout``: ``--stage-timeout`` when
+    given, else ``CALL_TIMEOUT`` past the longest delay a hint can ask for.  Always finite: a thread
+    blocked in a socket read cannot be woken by anything else, so an abort waits for it this long."""
+    if stage_timeout is not None:
+        return stage_timeout
+    slowest = max((f.factor for f in faults.files.values() if f.kind == "slow"), default=1.0)
+    longest = max(workload.s3_latency[1], workload.api_latency[1]) * workload.time_scale * max(1.0, slowest)
+    return CALL_TIMEOUT + longest

@@ -5,9 +5,12 @@ import argparse
 import difflib
 import importlib.util
 import math
+import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, NoReturn, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, NoReturn, Sequence
+from urllib.parse import urlsplit
 
+from .calls import HTTP_CLIENTS, Endpoints
 from .events import Events, say
 from .faults import FaultPlan, FaultSpecError
 from .handoff import MAX_BATCH
@@ -17,9 +20,16 @@ from .source import FORMATS, InputFormatError, input_format
 from .stages import StagePlan
 from .workload import Workload
 
+if TYPE_CHECKING:
+    from .realio import RealIO
+
 
 class UsageError(ValueError):
     """Bad input from the user: reported as one line, exit code 2."""
+
+
+class SetupError(RuntimeError):
+    """What a run needs could not be set up (the embedded services did not start): one line, exit 69."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,14 @@ class Config:
     backend: str = "asyncio"  # the anyio variant's event loop: asyncio or trio (the other variants ignore it)
     shutdown: str = DEFAULT_SHUTDOWN  # how each stage's input stream ends: see common/shutdown.py
     loop: str = "asyncio"  # the asyncio variant's event loop: asyncio or uvloop
+    io: str = "sim"  # sim: every copy and upload is a wait; real: real calls (common/realio.py)
+    s3_endpoint: str | None = None  # real I/O against servers that are not ours; None: the embedded ones
+    api_url: str | None = None
+    http_client: str | None = None  # the metadata API's client library (calls.HTTP_CLIENTS); None: the model's default
+    pool: int | None = None  # connections per client; None: the workers that share it
+    tls: bool = False  # the embedded services serve https (a certificate made for the run)
+    ca_file: str | None = None  # a CA to trust for https endpoints of yours
+    endpoints: Endpoints | None = field(default=None, repr=False, compare=False)  # set by a launcher, not a flag
     fault_plan: FaultPlan = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -92,6 +110,7 @@ class Config:
             raise UsageError(f"--backend must be one of {', '.join(BACKENDS)} (got {self.backend})")
         if self.backend == "trio" and importlib.util.find_spec("trio") is None:
             raise UsageError("--backend trio needs trio installed: pip install 'pillpipe[trio]'")
+        self._validate_io()
         try:
             plan = FaultPlan.parse(self.faults, generated=self.input is None)
             plan.check(self.files if self.input is None else None,
@@ -100,10 +119,40 @@ class Config:
             raise UsageError(str(exc)) from None
         object.__setattr__(self, "fault_plan", plan)
 
-    def stage_plan(self, events: Events | None = None) -> StagePlan:
+    def _validate_io(self) -> None:
+        if self.io not in IO_MODES:
+            raise UsageError(f"--io must be one of {', '.join(IO_MODES)} (got {self.io})")
+        given = [name for name in REAL_ONLY if getattr(self, name) not in (None, False)]
+        if self.io != "real":
+            if given:
+                raise UsageError(f"--{given[0].replace('_', '-')} applies to --io real only")
+            return
+        for name in ("s3_endpoint", "api_url"):
+            url = getattr(self, name)
+            if url is not None:
+                object.__setattr__(self, name, _url(f"--{name.replace('_', '-')}", url))
+        if self.http_client is not None and self.http_client not in ALL_HTTP_CLIENTS:
+            raise UsageError(f"--http-client must be one of {', '.join(ALL_HTTP_CLIENTS)} (got {self.http_client})")
+        if self.pool is not None and (isinstance(self.pool, bool) or not isinstance(self.pool, int)
+                                      or not 1 <= self.pool <= MAX_POOL):
+            raise UsageError(f"--pool must be a whole number from 1 to {MAX_POOL:_} (got {self.pool!r})")
+        if self.tls and self.s3_endpoint and self.api_url:
+            raise UsageError("--tls makes the embedded services serve https: with --s3-endpoint and --api-url "
+                             "both given none is started (give https:// URLs, and --ca-file for a private CA)")
+        if self.ca_file is not None:
+            if not any((url or "").startswith("https:") for url in (self.s3_endpoint, self.api_url)):
+                raise UsageError("--ca-file applies to https:// endpoints given with --s3-endpoint or --api-url")
+            if not os.path.isfile(self.ca_file):
+                raise UsageError(f"--ca-file {self.ca_file}: no such file")
+        missing = [name for name in REAL_MODULES if importlib.util.find_spec(name) is None]
+        if missing:
+            raise UsageError(f"--io real needs the real extra (missing: {', '.join(missing)}): "
+                             "pip install 'pillpipe[real]'")
+
+    def stage_plan(self, events: Events | None = None, io: "RealIO | None" = None) -> StagePlan:
         workload = Workload(self.seed, (*self.s3_latency,), (*self.api_latency,), self.time_scale, self.fail_rate)
         return StagePlan(workload, self.fault_plan, self.retries, self.retry_backoff, self.stage_timeout,
-                         events if events is not None else Events(None))
+                         events if events is not None else Events(None), io)
 
     def for_variant(self, variant: str) -> "Config":
         """This config, checked for what ``variant`` can run here (``applicable``)."""
@@ -113,6 +162,11 @@ class Config:
         return self
 
 
+IO_MODES = ("sim", "real")
+REAL_ONLY = ("s3_endpoint", "api_url", "http_client", "pool", "tls", "ca_file")  # flags of --io real
+ALL_HTTP_CLIENTS = tuple(dict.fromkeys(name for names in HTTP_CLIENTS.values() for name in names))
+REAL_MODULES = ("boto3", "aiobotocore", "aiohttp", "httpx2")  # what the real extra brings, as imported
+MAX_POOL = 1_000_000  # --pool, like the workers
 BACKENDS = ("asyncio", "trio")  # event loops the anyio variant runs on
 LOOPS = ("asyncio", "uvloop")  # event loops the asyncio variant runs on
 
@@ -122,8 +176,10 @@ MODEL_FLAGS: dict[str, tuple[str, ...]] = {
     "shutdown": ("threaded", "asyncio"),
     "loop": ("asyncio",),
     "backend": ("anyio",),
+    "io": ("threaded", "asyncio", "anyio"),
 }
 _WHY_NOT = {  # what a variant does instead, said after the rule
+    ("io", "sequential"): "the sequential reference only simulates",
     ("shutdown", "anyio"): "anyio ends a stream by closing its last send clone",
     ("shutdown", "sequential"): "the sequential reference has no streams to end",
 }
@@ -140,6 +196,10 @@ def applicable(config: Config, variant: str) -> str | None:
             why = _WHY_NOT.get((name, base))
             return (f"--{name} {value} applies to the {' and '.join(variants)} "
                     f"variant{'s' if len(variants) > 1 else ''} only{f': {why}' if why else ''}")
+    clients = HTTP_CLIENTS.get(base, ())
+    if config.http_client is not None and config.http_client not in clients:
+        return (f"--http-client {config.http_client} is not a client of the {base} model "
+                f"(choose {' or '.join(clients)})")
     return unsupported(config.shutdown, base, config.loop)
 
 
@@ -147,6 +207,20 @@ def suggestion(word: str, choices: Iterable[str]) -> str:
     """`` (did you mean 'threaded'?)`` for a close misspelling of one of ``choices``, else ``""``."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _url(flag: str, url: str) -> str:
+    """``url`` without a trailing slash, if it is an http(s) URL of a server; else ``UsageError``."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise UsageError(f"{flag} {url}: not a URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"{flag} {url}: needs http:// or https:// and a host")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise UsageError(f"{flag} {url}: give the server only (scheme://host[:port]), no path")
+    return url.rstrip("/")
 
 
 # The accepted range of every number (inclusive; --stage-timeout and --shutdown-grace must also be
@@ -263,10 +337,10 @@ ranges (a value outside is a usage error): --files 0..10^9, --seed 0..2^64-1,
   (and backoff x 2^(retries-1) x time-scale at most 1e9 s), --fail-rate 0..1,
   --stage-timeout/--shutdown-grace above 0, at most 86400 s.
 
-exit codes: 0 every file succeeded, 1 some file did not, 2 bad usage, 70 internal error
-(a stage died), 74 the report could not be written to stdout (said on stderr, with the run's
-own code), 130 SIGINT, 143 SIGTERM.  First Ctrl-C drains (files already started
-finish, the rest are cancelled); a second one aborts.
+exit codes: 0 every file succeeded, 1 some file did not, 2 bad usage, 69 the embedded services
+for real I/O did not start, 70 internal error (a stage died), 74 the report could not be written
+to stdout (said on stderr, with the run's own code), 130 SIGINT, 143 SIGTERM.  First Ctrl-C
+drains (files already started finish, the rest are cancelled); a second one aborts.
 
 output: event lines use emoji markers; plain ASCII ones where stdout cannot encode them, or with
 NO_COLOR set (or TERM=dumb on a terminal).  Nothing depends on stdout being a terminal.
@@ -329,6 +403,28 @@ def build_parser(prog: str, description: str, variant: str | None = None) -> arg
                    help="after the first signal, real seconds to drain before aborting")
     f.add_argument("--fault", action="append", default=[], metavar="SPEC", dest="faults",
                    help="inject a fault (see below); repeatable")
+    r = p.add_argument_group("real I/O")
+    r.add_argument("--io", type=_one_of(IO_MODES), default=d.io, metavar="{sim,real}",
+                   help=model_help("io", "sim: every copy and upload is a simulated wait (default); real: a real S3 "
+                                   "CopyObject and HTTP POST per file, checked by the verifier, against our services "
+                                   "started for the run on 127.0.0.1 unless --s3-endpoint/--api-url say otherwise "
+                                   "(pip install 'pillpipe[real]')"))
+    r.add_argument("--s3-endpoint", metavar="URL",
+                   help=model_help("io", "an S3-compatible server of yours (credentials and region from the usual "
+                                   "AWS environment); the pipeline then plays injected faults itself (unless both "
+                                   "URLs are our own services, from pillpipe serve)"))
+    r.add_argument("--api-url", metavar="URL",
+                   help=model_help("io", "a metadata API of yours (POST /records, GET /records/ID)"))
+    r.add_argument("--http-client", type=_one_of(ALL_HTTP_CLIENTS), metavar="NAME",
+                   help=model_help("io", "the API's client library: threaded urllib3 (default) or httpx; asyncio "
+                                   "aiohttp (default) or httpx, which also puts aiobotocore on httpx (the "
+                                   "same-library control); anyio httpx"))
+    r.add_argument("--pool", type=int, metavar="N",
+                   help=model_help("io", "connections each client keeps, 1..10^6 (default: the workers that share "
+                                   "it, + 1 for the verifier; botocore's own default is 10)"))
+    r.add_argument("--tls", action="store_true",
+                   help=model_help("io", "the embedded services serve https, with a CA made for the run"))
+    r.add_argument("--ca-file", metavar="PEM", help=model_help("io", "trust this CA for https:// endpoints of yours"))
     o = p.add_argument_group("output")
     o.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout "
                                                       "(event lines go to stderr)")

@@ -20,9 +20,11 @@ from .faults import InjectedCrash
 from .handoff import Hands, hands_for
 from .ledger import Ledger
 from .model import FileRecord, Message, Outcome, Rejected, Stage
+from .realio import RealIO
 from .report import Report
 from .shutdown import NEXT, Shutdown
 from .source import InputError, open_input, records
+from .stages import stepped, verify_checks
 from .stop import Stop, Wakeup
 from .timing import Timeline, WorkerClock
 
@@ -73,7 +75,8 @@ class Context:
         self.config, self.variant = config, variant
         self.events = events_for(config)
         self.notices = Events(sys.stderr)  # draining, aborting, a dead worker: said even with --quiet
-        self.plan = config.stage_plan(self.events)
+        self.io = RealIO(config, lock) if config.io == "real" else None  # real I/O: common/realio.py
+        self.plan = config.stage_plan(self.events, self.io)
         self.ledger = Ledger(lock, config.details)
         self.timeline = Timeline(config.trace)
         self.crew = Crew({Stage.DISPATCH: 1, Stage.S3: config.s3_workers, Stage.API: config.api_workers,
@@ -151,13 +154,16 @@ class Context:
         self.ledger.release(me.name)
         return record
 
-    def verify(self, me: WorkerClock, record: FileRecord) -> None:
-        """The verifier's verdict, recorded in the ledger."""
+    @stepped
+    def verify(self, me: WorkerClock, record: FileRecord) -> Iterator[Any]:
+        """The verifier's checks (real I/O: the object and the record are there; simulated: none),
+        then its verdict, recorded in the ledger.  The variant drives it through ``_wait_through``."""
         me.working = True
         self._hold(me, record)
         faults = self.plan.faults
         if faults.verifier_after is not None and faults.verifier_crashes(me.files):
             raise InjectedCrash(f"Verifier died (injected) after {me.files} files")
+        yield from verify_checks(record, self.plan)
         self.ledger.verify(record)
         self.release(me, record)
         self.timeline.last_verified = self.timeline.now()
@@ -242,12 +248,31 @@ class Context:
     def on_signal(self, name: str) -> None:
         self.stop.on_signal(name)
 
+    # Real I/O (--io real) ---------------------------------------------------------------
+    def client_options(self) -> dict[str, Any] | None:
+        """How the variant opens this run's clients (``open_clients`` keywords: the endpoints, pools
+        sized to the workers, a finite timeout, the HTTP library), or None: simulated I/O opens none."""
+        return None if self.io is None else self.io.options()
+
+    def calling_with(self, opening: Any) -> Any:
+        """The variant's clients as they open (``open_clients(**client_options())``, a context
+        manager, or an async one): entered, they make this run's calls until it ends."""
+        assert self.io is not None, "real I/O only"
+        return self.io.using(opening)
+
+    @property
+    def clients(self) -> Any:
+        """The run's open clients: what ``_wait_through`` makes each call with."""
+        return self.io.clients if self.io is not None else None
+
     # The end -------------------------------------------------------------------------------
     def report(self) -> Report:
         self.ledger.settle_remaining()
         self.timeline.finish()
         stopped_by = self.stop.stopped_by or ("crash" if self.crew.dead else None)
         report = self.ledger.report(self.variant, self.timeline, stopped_by)
+        if self.io is not None:
+            report.timing["io"] = self.io.timing(report.processed)
         if self.crew.crashes:
             raise WorkerCrashes("worker crashed", [e if isinstance(e, Exception) else RuntimeError(repr(e))
                                                    for e in self.crew.crashes], report)

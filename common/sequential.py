@@ -53,7 +53,7 @@ def _through_stages(ctx: Context, workers: list[WorkerClock], record: FileRecord
 
 def _verify(ctx: Context, me: WorkerClock, record: FileRecord) -> None:
     try:
-        ctx.verify(me, record)
+        _wait_through(ctx.verify(me, record))
     except Exception as exc:  # an injected verifier crash: the only verifier
         ctx.worker_died(Stage.VERIFY, me.name, exc)
 

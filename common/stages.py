@@ -1,27 +1,73 @@
 """What an S3 copy and an API upload do to a record, written once for every variant.
 
-A stage is a generator: it yields each wait in seconds (``HANG`` for a call that never
-returns on its own) and leaves the record copied, uploaded or failed when it ends.  The
-variant only does the waiting - ``time.sleep``-like in threads, ``await asyncio.sleep`` in
-coroutines - so retries, backoff, timeouts and injected faults behave identically in both.
+A stage is a generator of steps: it yields each wait in seconds (``HANG`` for a call that never
+returns on its own) and, with real I/O (``--io real``), each call to make (``common/calls.py``:
+an ``S3Copy``, an ``ApiPost``); it leaves the record copied, uploaded or failed when it ends.  The
+variant's ``_wait_through`` only does the waiting - ``time.sleep``-like in threads, ``await
+asyncio.sleep`` in coroutines - and makes each call with its own clients, answering it with the
+result or the ``CallError`` (``Steps`` sends it back into the stage), so retries, backoff, timeouts and injected faults behave
+identically in every model, simulated or real.
+
+Every attempt's latency and failure comes from one place, ``calls.hint_for``: the simulation waits
+the hinted delay and raises the hinted error; real I/O sends the hint to our servers, which sleep
+and answer 503 (or never) as asked; a server that is not ours ignores hints, so the core plays the
+hinted fault itself there.
 
 A per-file error is data: any exception raised while working on one file (an injected
-fault, a transient service error, a timeout, even a bug in this module) is caught, counted
-as one failed attempt, and retried up to ``retries`` times; then the record is marked
+fault, a transient service error, a timeout, a failed call, even a bug in this module) is caught,
+counted as one failed attempt, and retried up to ``retries`` times; then the record is marked
 failed and still travels on, so the verifier sees every file.
 """
 from __future__ import annotations
 
+import functools
 import math
+import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Generator, Union
 
+from .calls import (HANG as HANG_HINT, NO_HINT, UNAVAILABLE, ApiGet, Call, CallError, S3Head, call_for, hint_for,
+                    verify_calls)
 from .events import Events
 from .faults import FaultPlan
 from .model import FileRecord, Stage, Status
 from .workload import DEST_BUCKET, Workload, dest_key
 
+if TYPE_CHECKING:
+    from .realio import RealIO
+
 HANG = math.inf
+
+Step = Union[float, Call]  # what a stage yields: seconds to wait, or a call to make
+Gen = Generator[Step, Any, Any]  # a stage's generator: a call's result is sent in, its CallError thrown in
+
+
+class Steps:
+    """A stage's steps, as the variant's ``_wait_through`` takes them: iterate for each one (a wait in
+    seconds, or a call to make); after a call, ``answer`` it with its result or its ``CallError``,
+    which the stage receives (or raises) where it yielded the call."""
+
+    __slots__ = ("_gen", "_answer")
+
+    def __init__(self, gen: Gen) -> None:
+        self._gen, self._answer = gen, None
+
+    def __iter__(self) -> "Steps":
+        return self
+
+    def __next__(self) -> Step:
+        answer, self._answer = self._answer, None
+        if isinstance(answer, BaseException):
+            return self._gen.throw(answer)
+        return self._gen.send(answer)
+
+    def answer(self, outcome: Any) -> None:
+        self._answer = outcome
+
+
+def stepped(stage: Callable[..., Gen]) -> Callable[..., Steps]:
+    """A generator function whose calls give ``Steps``."""
+    return functools.wraps(stage)(lambda *args, **kwargs: Steps(stage(*args, **kwargs)))
 
 
 class ServiceError(Exception):
@@ -42,19 +88,34 @@ class StagePlan:
     retry_backoff: float = 0.0  # seconds before the 2nd attempt, doubling after; times time_scale
     stage_timeout: float | None = None  # real seconds, not multiplied by time_scale
     events: Events = field(default_factory=lambda: Events(None))  # where the event lines go (none: quiet)
+    io: "RealIO | None" = None  # real I/O (--io real): the calls' timeout, hints, and what they measured
 
     def backoff(self, attempt: int) -> float:
         return self.retry_backoff * (2.0 ** (attempt - 1)) * self.workload.time_scale
 
 
-def s3_copy(record: FileRecord, plan: StagePlan, worker: str) -> Iterator[float]:
+def s3_copy(record: FileRecord, plan: StagePlan, worker: str) -> Steps:
     """Copy one file between buckets: READY -> S3_COPIED with a stable ``dest_key``."""
-    return _attempts(Stage.S3, record, plan, worker)
+    return Steps(_attempts(Stage.S3, record, plan, worker))
 
 
-def api_upload(record: FileRecord, plan: StagePlan, worker: str) -> Iterator[float]:
+def api_upload(record: FileRecord, plan: StagePlan, worker: str) -> Steps:
     """Upload one file's metadata: S3_COPIED -> API_UPLOADED."""
-    return _attempts(Stage.API, record, plan, worker)
+    return Steps(_attempts(Stage.API, record, plan, worker))
+
+
+def verify_checks(record: FileRecord, plan: StagePlan) -> Gen:
+    """The verifier's checks of a file that reached API_UPLOADED: none with simulated I/O; with real
+    I/O, the object is in the destination bucket with the expected size and metadata, and the API
+    has the record (each check retried like a stage's call).  A check that fails fails the file at
+    the verify stage."""
+    if plan.io is None or record.status is not Status.API_UPLOADED:
+        return
+    for check in verify_calls(record, plan.workload.seed):
+        problem = yield from _check(check, plan)
+        if problem is not None:
+            record.status, record.failed_stage, record.error = Status.FAILED, Stage.VERIFY, problem
+            return
 
 
 def _copied(record: FileRecord, plan: StagePlan, events: Events, worker: str) -> None:
@@ -79,30 +140,26 @@ _ON_SUCCESS: dict[Stage, Callable[[FileRecord, StagePlan, Events, str], None]] =
 _ATTEMPTS_FIELD = {Stage.S3: "s3_attempts", Stage.API: "api_attempts"}
 
 
-def _attempts(stage: Stage, record: FileRecord, plan: StagePlan, worker: str) -> Iterator[float]:
+def _attempts(stage: Stage, record: FileRecord, plan: StagePlan, worker: str) -> Gen:
     events = plan.events
     if record.status is Status.FAILED:  # failed upstream: passes through to the verifier untouched
         return
-    attempts, timeout = plan.retries + 1, plan.stage_timeout
+    attempts = plan.retries + 1
     field_name, on_success, copying = _ATTEMPTS_FIELD[stage], _ON_SUCCESS[stage], events.enabled and stage is Stage.S3
+    attempt_steps = _simulated if plan.io is None else _real
     for attempt in range(1, attempts + 1):
         setattr(record, field_name, attempt)
         if copying:
             events.s3_copying(worker, record)
         try:
-            delay, error = _attempt(stage, record.id, attempt, plan)
-            if timeout is not None and delay > timeout:
-                yield timeout
-                raise StageTimeout(f"timeout after {timeout:g}s")
-            if delay:
-                yield delay
-            if error is not None:
-                raise error
+            yield from attempt_steps(stage, record, attempt, plan)
             on_success(record, plan, events, worker)
             record.error = None
             return
         except Exception as exc:  # noqa: BLE001 - a per-file error is data, whatever it is
             record.error = str(exc) or type(exc).__name__
+            if plan.io is not None:
+                plan.io.failed(exc)
         if events.enabled:
             events.attempt_failed(worker, stage, record, attempt, attempts)
         if attempt < attempts:
@@ -113,16 +170,62 @@ def _attempts(stage: Stage, record: FileRecord, plan: StagePlan, worker: str) ->
     record.failed_stage = stage
 
 
-def _attempt(stage: Stage, file_id: int, attempt: int, plan: StagePlan) -> tuple[float, Exception | None]:
-    """How long this attempt takes and the error it ends with, if any."""
-    delay = plan.workload.latency(stage, file_id, attempt)
-    fault = plan.faults.for_attempt(stage, file_id, attempt)
-    if fault is not None:
-        if fault.kind == "raise":
-            return delay, ServiceError(f"injected {stage.value} error")
-        if fault.kind == "hang":
-            return HANG, None
-        return delay * fault.factor, None
-    if plan.workload.fails(stage, file_id, attempt):
-        return delay, ServiceError(f"transient {stage.value} error")
-    return delay, None
+def _simulated(stage: Stage, record: FileRecord, attempt: int, plan: StagePlan) -> Gen:
+    """One simulated attempt: wait what the hint says, then end as it says."""
+    hint = hint_for(plan.workload, plan.faults, stage, record.id, attempt)
+    delay, timeout = (HANG if hint.fault == HANG_HINT else hint.delay), plan.stage_timeout
+    if timeout is not None and delay > timeout:
+        yield float(timeout)
+        raise StageTimeout(f"timeout after {timeout:g}s")
+    if delay:
+        yield delay
+    if hint.fault == UNAVAILABLE:
+        raise ServiceError(f"{hint.reason} {stage.value} error")
+
+
+def _real(stage: Stage, record: FileRecord, attempt: int, plan: StagePlan) -> Gen:
+    """One real attempt: the call, with its hint for our servers to play (the delay, a 503, a hang
+    the client's timeout ends).  A server that is not ours ignores hints, so the hinted fault is
+    played here instead, exactly as simulated (its latency is the network's)."""
+    io = plan.io
+    assert io is not None
+    hint = hint_for(plan.workload, plan.faults, stage, record.id, attempt)
+    if not io.hints:
+        if hint.fault == HANG_HINT:
+            yield float(io.timeout)
+            raise StageTimeout(f"timeout after {io.timeout:g}s")
+        if hint.fault == UNAVAILABLE:
+            raise ServiceError(f"{hint.reason} {stage.value} error")
+        hint = NO_HINT
+    yield from _timed(call_for(stage, record, plan.workload.seed, hint), io)
+
+
+def _timed(call: Call, io: "RealIO") -> Gen:
+    """Yield ``call`` and return its result (a ``CallError`` is raised here); its latency is noted."""
+    started = time.perf_counter()
+    try:
+        result = yield call
+    except CallError:
+        io.called(call.stage, time.perf_counter() - started)
+        raise
+    io.called(call.stage, time.perf_counter() - started)
+    return result
+
+
+def _check(check: S3Head | ApiGet, plan: StagePlan) -> Gen:
+    """One verifier check, retried like a stage's call: what is wrong, or None."""
+    io = plan.io
+    assert io is not None
+    problem: str | None = None
+    for attempt in range(1, plan.retries + 2):
+        try:
+            found = yield from _timed(check, io)
+            return check.problem(found)
+        except CallError as exc:
+            problem = str(exc)
+            io.failed(exc)
+        if attempt <= plan.retries:
+            backoff = plan.backoff(attempt)
+            if backoff:
+                yield backoff
+    return problem

@@ -23,7 +23,8 @@ STREAMS = {  # anyio splits each queue into a send end and a receive end: the sa
 
 
 class _Normalise(ast.NodeTransformer):
-    """Drop docstrings and ``async``/``await``; rename what a table maps.  What is left is logic."""
+    """Drop docstrings and ``async``/``await`` (``async with``/``async for`` read as ``with``/``for``);
+    rename what a table maps.  What is left is logic."""
 
     def __init__(self, names: dict[str, str]) -> None:
         self.names = names
@@ -41,6 +42,13 @@ class _Normalise(ast.NodeTransformer):
 
     def visit_Await(self, node: ast.Await) -> ast.AST:
         return self.visit(node.value)
+
+    def visit_AsyncWith(self, node: ast.AsyncWith) -> ast.AST:  # ``async with`` is the coroutines' ``with``
+        return self.visit(ast.copy_location(ast.With(items=node.items, body=node.body), node))
+
+    def visit_AsyncFor(self, node: ast.AsyncFor) -> ast.AST:
+        return self.visit(ast.copy_location(ast.For(target=node.target, iter=node.iter, body=node.body,
+                                                    orelse=node.orelse), node))
 
     def visit_Name(self, node: ast.Name) -> ast.Name:
         node.id = self.names.get(node.id, node.id)

@@ -23,8 +23,8 @@ from pillpipe.common.calls import (DELAY_HEADER, FAULT_HEADER, HANG, INJECTED, T
                                    ApiPost, CallTimeout, ConnectionFailed, ConnectionLost, ConnectionRefused, Hint,
                                    HttpError, ObjectInfo, Record, S3Copy, S3Head, ServiceUnavailable, TlsError)
 from pillpipe.common.faults import FaultPlan
-from pillpipe.common.model import FileRecord, Stage
-from pillpipe.common.stages import HANG as SIM_HANG, ServiceError, StagePlan, _attempt
+from pillpipe.common.model import FileRecord, Stage, Status
+from pillpipe.common.stages import HANG as SIM_HANG, StagePlan, api_upload, s3_copy
 from pillpipe.common.workload import DEST_BUCKET, SOURCE_BUCKET, Workload, dest_key, generate_files
 from pillpipe.services.embedded import EmbeddedServices, fetch_stats
 from pillpipe.services.process import free_port, listening
@@ -38,21 +38,32 @@ FAULTS = FaultPlan.parse(["s3:id=3:raise:times=2", "api:id=4:hang", "s3:id=5:slo
 
 @pytest.mark.parametrize("fail_rate", [0.0, 0.3, 1.0])
 def test_hints_carry_exactly_the_simulated_workload(fail_rate):
-    """For every (file, stage, attempt) the hint asks the server for what the simulation waits and raises."""
+    """For every file and stage, over three attempts, the simulated stage waits and fails exactly as
+    the hints ask the server to (the stage logic is built on ``hint_for``: one source), and a 503
+    answered for a hint reads exactly as the simulation's error."""
     workload = Workload(seed=7, time_scale=0.5, fail_rate=fail_rate)
-    plan = StagePlan(workload, FAULTS)
-    for file_id, stage, attempt in itertools.product(range(1, 9), (Stage.S3, Stage.API), range(1, 4)):
-        delay, error = _attempt(stage, file_id, attempt, plan)
-        hint = calls.hint_for(workload, FAULTS, stage, file_id, attempt)
-        if delay == SIM_HANG:
-            assert hint.fault == HANG
-            continue
-        assert hint.delay == pytest.approx(delay)
-        assert (hint.fault == UNAVAILABLE) == (error is not None)
-        if error is not None:  # the client's 503 reads exactly as the simulation's error
-            failed = calls.status_error(S3Copy("b", "k", "b", "k", {}, hint) if stage is Stage.S3 else
-                                        ApiPost({}, hint), 503)
-            assert isinstance(error, ServiceError) and str(failed) == str(error)
+    plan = StagePlan(workload, FAULTS, retries=2)
+    for file_id, stage in itertools.product(range(1, 9), (Stage.S3, Stage.API)):
+        record = FileRecord(file_id, f"file_{file_id}.pdf", status=Status.READY if stage is Stage.S3 else
+                            Status.S3_COPIED)
+        it = (s3_copy if stage is Stage.S3 else api_upload)(record, plan, "worker")
+        waits = [next(it)] if FAULTS.for_attempt(stage, file_id, 1) and \
+            FAULTS.for_attempt(stage, file_id, 1).kind == "hang" else list(it)
+        expected, error = [], None
+        for attempt in (1, 2, 3):
+            hint = calls.hint_for(workload, FAULTS, stage, file_id, attempt)
+            if hint.fault == HANG:
+                expected.append(SIM_HANG)
+                break
+            expected += [hint.delay] if hint.delay else []
+            if hint.fault != UNAVAILABLE:
+                error = None
+                break
+            error = str(calls.status_error(S3Copy("b", "k", "b", "k", {}, hint) if stage is Stage.S3 else
+                                           ApiPost({}, hint), 503))  # the client's 503, in the simulation's words
+        assert waits == pytest.approx(expected), (file_id, stage)
+        if expected[-1] != SIM_HANG:
+            assert record.error == error and (record.status is Status.FAILED) == (error is not None)
 
 
 def test_hints_round_trip_through_headers_and_metadata():

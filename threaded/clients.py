@@ -15,6 +15,7 @@ woken by anything else, so give one whenever a call may hang.
 from __future__ import annotations
 
 import json
+import logging
 import ssl
 import threading
 import weakref
@@ -27,17 +28,23 @@ import httpx2
 import urllib3
 from botocore.config import Config as S3Config
 
+from pillpipe.common import calls
 from pillpipe.common.calls import (ApiGet, ApiPost, Call, CallError, Copied, Endpoints, ObjectInfo,
                                    Posted, Record, Result, S3Copy, S3Head, botocore_options, status_error,
                                    transport_error, user_metadata)
 
-HTTP_CLIENTS = ("urllib3", "httpx")  # the metadata API's client library; the first is the default
+HTTP_CLIENTS = calls.HTTP_CLIENTS["threaded"]  # the metadata API's client library; the first is the default
 JSON = {"Content-Type": "application/json"}
 TIMEOUTS = (botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectTimeoutError,
             urllib3.exceptions.TimeoutError, httpx2.TimeoutException)  # what each library calls a timeout
 LOST = (botocore.exceptions.ConnectionClosedError, urllib3.exceptions.ProtocolError, httpx2.RemoteProtocolError,
         httpx2.ReadError, httpx2.WriteError)  # ... and a connection that went away mid-call
 TLS = (botocore.exceptions.SSLError, urllib3.exceptions.SSLError)  # ... and a certificate that did not verify
+
+# More threads than a pool keeps: urllib3 (under boto3 too) opens a connection for each thread that
+# finds the pool empty and discards it afterwards, logging a warning each time.  The connections
+# opened (``connections()``, the report's timing) show that churn; one line per call on stderr would not.
+logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 
 
 class Clients:
@@ -78,6 +85,14 @@ class Clients:
             raise
         except Exception as exc:  # noqa: BLE001 - every library failure becomes a CallError
             raise self._error(call, exc) from exc
+
+    def outcome(self, call: Call) -> Result | CallError:
+        """``perform``, but a ``CallError`` is returned, not raised: what ``_wait_through`` sends back
+        into the stage (which raises it there)."""
+        try:
+            return self.perform(call)
+        except CallError as exc:
+            return exc
 
     def connections(self) -> dict[str, int | None]:
         """Connections each client has opened so far (None where the library does not tell)."""

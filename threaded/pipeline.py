@@ -9,7 +9,7 @@ from __future__ import annotations
 import queue
 import signal
 import threading
-from contextlib import closing, contextmanager
+from contextlib import AbstractContextManager, closing, contextmanager, nullcontext
 from functools import partial
 from typing import Callable, Iterator, Sequence
 
@@ -18,7 +18,7 @@ from pillpipe.common.context import POLL, Args, Context, worker_name
 from pillpipe.common.handoff import Hands, share
 from pillpipe.common.model import PILL, FileRecord, Message, Stage
 from pillpipe.common.report import Report
-from pillpipe.common.stages import HANG, api_upload, s3_copy
+from pillpipe.common.stages import HANG, Steps, api_upload, s3_copy
 from pillpipe.common.timing import WorkerClock
 
 VARIANT = "threaded"
@@ -131,7 +131,7 @@ def verifier(ctx: Context, verify_queue: Queue) -> None:
         record = _get(ctx, me, verify_queue)
         if record is PILL:
             return _check_out(ctx, me, verify_queue, None)
-        ctx.verify(me, record)
+        _wait_through(ctx, ctx.verify(me, record))
 
 
 def coordinator(ctx: Context, queues: list[Queue], stages: list[list[Worker]]) -> None:
@@ -154,15 +154,16 @@ def pipeline(ctx: Context) -> None:
     size = ctx.config.queue_size
     s3_queue, api_queue, verify_queue = queues = [Queue(size), Queue(size), Queue(size)]
     with _signals(ctx):
-        stages = [
-            [_start(ctx, Stage.DISPATCH, 1, dispatcher, ctx, s3_queue)],
-            [_start(ctx, Stage.S3, i, s3_uploader, i, ctx, s3_queue, api_queue)
-             for i in range(1, ctx.config.s3_workers + 1)],
-            [_start(ctx, Stage.API, i, api_uploader, i, ctx, api_queue, verify_queue)
-             for i in range(1, ctx.config.api_workers + 1)],
-            [_start(ctx, Stage.VERIFY, 1, verifier, ctx, verify_queue)],
-        ]
-        coordinator(ctx, queues, stages)
+        with _clients(ctx):
+            stages = [
+                [_start(ctx, Stage.DISPATCH, 1, dispatcher, ctx, s3_queue)],
+                [_start(ctx, Stage.S3, i, s3_uploader, i, ctx, s3_queue, api_queue)
+                 for i in range(1, ctx.config.s3_workers + 1)],
+                [_start(ctx, Stage.API, i, api_uploader, i, ctx, api_queue, verify_queue)
+                 for i in range(1, ctx.config.api_workers + 1)],
+                [_start(ctx, Stage.VERIFY, 1, verifier, ctx, verify_queue)],
+            ]
+            coordinator(ctx, queues, stages)
 
 
 def run(config: Config) -> Report:
@@ -246,11 +247,27 @@ def _flush(hands: Hands) -> None:
         hands.target.put_many(hands.handed())
 
 
-def _wait_through(ctx: Context, steps: Iterator[float]) -> None:
-    """Do the waiting a stage asks for on the run's wake-up event, so an abort ends it at once."""
-    for delay in steps:
-        if ctx.wakeup.wait(None if delay == HANG else delay):
+def _wait_through(ctx: Context, steps: Steps) -> None:
+    """Do what a stage asks for: each wait on the run's wake-up event, so an abort ends it at once;
+    each real call with the run's clients (nothing wakes a thread in a socket read: an abort waits
+    for the call to end, its timeout finite)."""
+    for step in steps:
+        if isinstance(step, float):
+            aborted = ctx.wakeup.wait(None if step == HANG else step)
+        else:  # a real call: its result (or error) goes back into the stage
+            steps.answer(ctx.clients.outcome(step))
+            aborted = ctx.wakeup.is_set()
+        if aborted:
             raise Aborted
+
+
+def _clients(ctx: Context) -> AbstractContextManager[Any]:
+    """Real I/O: open the run's clients - boto3, and urllib3 or httpx - shared by every thread, pools
+    sized to the workers; simulated I/O opens none (nor imports their libraries)."""
+    if ctx.client_options() is None:
+        return nullcontext()
+    from pillpipe.threaded.clients import open_clients
+    return ctx.calling_with(open_clients(**ctx.client_options()))
 
 
 def _check_out(ctx: Context, me: WorkerClock, inbox: Queue | None, outbox: Queue | None) -> None:
