@@ -138,13 +138,18 @@ def measure(kind: str, argv: list[str]) -> dict[str, Any]:
             except WorkerCrashes as crashes:
                 return crashes.report
 
-    _count_workers()
-    before = _usage()
-    t = time.perf_counter()
-    with contextlib.redirect_stdout(sys.stderr):
-        result: Any = run()  # seconds (bare-*) or a Report
-    elapsed = time.perf_counter() - t
-    after = _usage()
+    with contextlib.ExitStack() as services:
+        if config.io == "real":  # the embedded services, started before the measurement and stopped after
+            from pillpipe.services.embedded import serving
+
+            config = services.enter_context(serving(config))
+        _count_workers()
+        before = _usage()
+        t = time.perf_counter()
+        with contextlib.redirect_stdout(sys.stderr):
+            result: Any = run()  # seconds (bare-*) or a Report
+        elapsed = time.perf_counter() - t
+        after = _usage()
     out: dict[str, Any] = {
         "kind": kind,
         "files": config.files,

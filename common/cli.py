@@ -12,9 +12,10 @@ import json
 import os
 import signal
 import sys
+from contextlib import AbstractContextManager, nullcontext
 from typing import Callable, NoReturn, Sequence, TextIO
 
-from .config import Config, UsageError, parse_config, usage_exit
+from .config import Config, SetupError, UsageError, parse_config, usage_exit
 from .context import WorkerCrashes
 from .events import describe, say, write
 from .report import Report
@@ -25,11 +26,14 @@ Migrate files through a four-stage pipeline - Dispatcher -> S3 uploaders -> API 
 Verifier - with simulated, deterministic latencies, and print the verification report.
 With no flags: the tutorial's run (8 files, 3 S3 workers, 2 API workers, real latencies)."""
 
-EXIT_OK, EXIT_FILES_FAILED, EXIT_USAGE, EXIT_INTERNAL, EXIT_OUTPUT = 0, 1, 2, 70, 74
+EXIT_OK, EXIT_FILES_FAILED, EXIT_USAGE, EXIT_SETUP, EXIT_INTERNAL, EXIT_OUTPUT = 0, 1, 2, 69, 70, 74
 EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
 MEANING = {EXIT_OK: "every file succeeded", EXIT_FILES_FAILED: "some file did not succeed",
            EXIT_INTERNAL: "a stage died", 130: "stopped by SIGINT", 143: "stopped by SIGTERM"}
 READER_GONE = "the reader closed the pipe"
+# What a run needs around it, given by the floor above (the embedded services for --io real:
+# ``serving`` in services/embedded.py): a context manager that yields the config to run.
+Services = Callable[[Config], AbstractContextManager[Config]]
 
 
 def exit_code(report: Report) -> int:
@@ -42,9 +46,12 @@ def exit_code(report: Report) -> int:
     return EXIT_FILES_FAILED
 
 
-def main(run: Callable[[Config], Report], prog: str, argv: Sequence[str] | None = None) -> int:
+def main(run: Callable[[Config], Report], prog: str, argv: Sequence[str] | None = None,
+         services: Services | None = None) -> int:
     """Run one variant from the command line; returns the exit code.  A flag that does not apply to
-    the variant (``VARIANT`` of ``run``'s module) is a usage error before anything runs."""
+    the variant (``VARIANT`` of ``run``'s module) is a usage error before anything runs.
+    ``services`` starts what the run talks to (and stops it after); a signal while they start
+    stops the command before any file is read."""
     module = sys.modules.get(getattr(run, "__module__", ""))
     config = parse_config(argv, prog, DESCRIPTION, getattr(module, "VARIANT", None))
     if config.input is not None:
@@ -56,13 +63,20 @@ def main(run: Callable[[Config], Report], prog: str, argv: Sequence[str] | None 
     if getattr(module, "HANDLES_SIGNALS", False):
         _hold_signals(held)  # the run saves these and restores them: no unguarded moment after it
     try:
-        report = run(config)
+        with (services or nullcontext)(config) as served:
+            if held and served is not config:  # while the services started: nothing has run, nor will
+                say(f"{prog}: {held[0]} while the services were starting: stopped before any file was read")
+                return EXIT_SIGNAL.get(held[0], EXIT_SIGNAL["SIGINT"])
+            report = run(served)
     except WorkerCrashes as crashes:
         if crashes.report is None:  # never from a run, which attaches its report: the crash goes on up
             raise
         report = crashes.report
     except UsageError as exc:  # what this variant cannot do here (say, queue-shutdown before 3.13)
         usage_exit(prog, str(exc))
+    except SetupError as exc:
+        say(f"{prog}: error: {exc}")
+        return EXIT_SETUP
     finally:
         _hold_signals(held)
     code = deliver(report, config.json, prog, exit_code(report))
@@ -111,9 +125,10 @@ def _encodable(text: str, encoding: str | None) -> bool:
     return True
 
 
-def entry(run: Callable[[Config], Report], prog: str, argv: Sequence[str] | None = None) -> NoReturn:
+def entry(run: Callable[[Config], Report], prog: str, argv: Sequence[str] | None = None,
+          services: Services | None = None) -> NoReturn:
     """``python -m <variant>`` and ``pillpipe run VARIANT``: run, then exit with the code."""
-    finish(main(run, prog, argv))
+    finish(main(run, prog, argv, services))
 
 
 def finish(code: int) -> NoReturn:

@@ -74,7 +74,9 @@ def run_command(prog: str, argv: list[str]) -> int:
         return _usage_error(prog, f"the variant comes first: {prog} {{{','.join(VARIANTS)}}} {' '.join(argv)}")
     if name not in VARIANTS:
         return _usage_error(prog, f"unknown variant {name!r}{suggestion(name, VARIANTS)}; {choose}")
-    entry(variants(name)[name], f"{prog} {name}", argv[1:])
+    from pillpipe.services.embedded import serving  # --io real: the embedded services, started for the run
+
+    entry(variants(name)[name], f"{prog} {name}", argv[1:], services=serving)
 
 
 # ``pillpipe compare`` and ``pillpipe bench`` (the bench extra) ---------------------------------

@@ -11,6 +11,7 @@ themselves if this process disappears without stopping them.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
@@ -21,12 +22,14 @@ import tempfile
 import threading
 import time
 import urllib.request
-from typing import IO, Any, Iterable
+from contextlib import contextmanager
+from typing import IO, Any, Iterable, Iterator
 
 from pillpipe.common.calls import STATS_PATH, Endpoints
+from pillpipe.common.config import Config, SetupError
 
 from .process import LOOPBACK, Service, ServiceError, free_port
-from .seeding import s3_client, seed
+from .seeding import input_objects, s3_client, seed, seed_objects, spool
 from .tls import make_certificates
 
 SERVER = "pillpipe.services.server"
@@ -97,6 +100,72 @@ class EmbeddedServices:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextmanager
+def serving(config: Config) -> Iterator[Config]:
+    """A run's services, for the command line: with ``--io real`` and an endpoint not given, start the
+    embedded services for the run (the source objects made server-side, or seeded from what the
+    ``--input`` records name), yield ``config`` pointing at them, and stop them afterwards.  They
+    run in their own processes and session: a Ctrl-C drains the pipeline, not the servers it is
+    still talking to.  Anything else: ``config`` as it is.  Raises ``SetupError`` when they cannot start."""
+    if config.io != "real" or config.endpoints is not None:
+        yield config
+        return
+    if config.s3_endpoint and config.api_url:
+        yield _given(config)
+        return
+    with tempfile.TemporaryDirectory(prefix="pillpipe-run-") as scratch:
+        if config.input == "-":  # read stdin once into a file: seeding reads it, then the run does
+            path = spool(sys.stdin.buffer, os.path.join(scratch, "input"))
+            config = dataclasses.replace(config, input=path, input_format=config.input_format or "jsonl")
+        services = EmbeddedServices(config.files if config.input is None else 0, tls=config.tls)
+        try:
+            services.start()
+            if config.input is not None and not config.s3_endpoint:
+                e = services.endpoints
+                assert e is not None
+                seed_objects(s3_client(e.s3_url, e.access_key, e.secret_key, e.ca_file),
+                             input_objects(config.input, config.input_format))
+        except (ServiceError, RuntimeError, OSError) as exc:
+            services.stop()
+            raise SetupError(f"the embedded services did not start: {exc}") from None
+        try:
+            yield dataclasses.replace(config, endpoints=_endpoints(config, services))
+        finally:
+            services.stop()
+
+
+def _given(config: Config) -> Config:
+    """Both endpoints given: when both answer as our services (``pillpipe serve``), they honour the
+    hints, so the run sends them (and any credentials do); else the run plays the hints itself."""
+    assert config.s3_endpoint and config.api_url
+    if not all(_ours(url, config.ca_file) for url in (config.s3_endpoint, config.api_url)):
+        return config
+    return dataclasses.replace(config, endpoints=Endpoints(
+        config.s3_endpoint, config.api_url, access_key="pillpipe-" + secrets.token_hex(4),
+        secret_key=secrets.token_hex(16), ca_file=config.ca_file, hints=True))
+
+
+def _ours(url: str, ca_file: str | None) -> bool:
+    try:
+        return isinstance(fetch_stats(url, ca_file, timeout=2.0).get("requests"), int)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _endpoints(config: Config, services: EmbeddedServices) -> Endpoints:
+    """The embedded services' endpoints, with any given by a flag in their place: hints only when both
+    are ours, dummy credentials only for our S3 (a given one takes the usual AWS environment)."""
+    ours = services.endpoints
+    assert ours is not None
+    if not (config.s3_endpoint or config.api_url):
+        return ours
+    s3_ours = config.s3_endpoint is None
+    return dataclasses.replace(
+        ours, s3_url=ours.s3_url if s3_ours else config.s3_endpoint, api_url=config.api_url or ours.api_url,
+        access_key=ours.access_key if s3_ours else None, secret_key=ours.secret_key if s3_ours else None,
+        ca_file=config.ca_file or ours.ca_file, hints=False)
 
 
 def fetch_stats(url: str, ca_file: str | None = None, timeout: float = 5.0) -> dict[str, Any]:
