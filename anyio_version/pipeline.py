@@ -218,10 +218,11 @@ async def _wait_through(ctx: Context, steps: Steps) -> None:
 
 def _clients(ctx: Context) -> AbstractAsyncContextManager[Any]:
     """Real I/O: the run's clients (aiobotocore on httpx, and httpx: both run on trio), pools sized to the workers."""
-    if ctx.client_options() is None:
+    options = ctx.client_options()
+    if options is None:
         return nullcontext()
     from pillpipe.anyio_version.clients import open_clients
-    return ctx.calling_with(open_clients(**ctx.client_options()))
+    return ctx.calling_with(open_clients(**options))
 
 
 async def _check_out(ctx: Context, me: WorkerClock, inbox: Receive | None, outbox: Send | None) -> None:

@@ -210,10 +210,11 @@ async def _wait_through(ctx: Context, steps: Steps) -> None:
 def _clients(ctx: Context) -> AbstractAsyncContextManager[Any]:
     """Real I/O: open the run's clients - aiobotocore and aiohttp, or both on httpx - shared by every
     task, pools sized to the workers; simulated I/O opens none (nor imports their libraries)."""
-    if ctx.client_options() is None:
+    options = ctx.client_options()
+    if options is None:
         return nullcontext()
     from pillpipe.asyncio_version.clients import open_clients
-    return ctx.calling_with(open_clients(**ctx.client_options()))
+    return ctx.calling_with(open_clients(**options))
 
 
 async def _check_out(ctx: Context, me: WorkerClock, inbox: Queue | None, outbox: Queue | None) -> None:

@@ -7,7 +7,7 @@ import importlib.util
 import math
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, NoReturn, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, NoReturn, Sequence
 from urllib.parse import urlsplit
 
 from .calls import HTTP_CLIENTS, Endpoints

@@ -20,11 +20,11 @@ from .faults import InjectedCrash
 from .handoff import Hands, hands_for
 from .ledger import Ledger
 from .model import FileRecord, Message, Outcome, Rejected, Stage
-from .realio import RealIO
+from .realio import RealIO, Using
 from .report import Report
 from .shutdown import NEXT, Shutdown
 from .source import InputError, open_input, records
-from .stages import stepped, verify_checks
+from .stages import Gen, stepped, verify_checks
 from .stop import Stop, Wakeup
 from .timing import Timeline, WorkerClock
 
@@ -155,7 +155,7 @@ class Context:
         return record
 
     @stepped
-    def verify(self, me: WorkerClock, record: FileRecord) -> Iterator[Any]:
+    def verify(self, me: WorkerClock, record: FileRecord) -> Gen:
         """The verifier's checks (real I/O: the object and the record are there; simulated: none),
         then its verdict, recorded in the ledger.  The variant drives it through ``_wait_through``."""
         me.working = True
@@ -254,7 +254,7 @@ class Context:
         sized to the workers, a finite timeout, the HTTP library), or None: simulated I/O opens none."""
         return None if self.io is None else self.io.options()
 
-    def calling_with(self, opening: Any) -> Any:
+    def calling_with(self, opening: Any) -> Using:
         """The variant's clients as they open (``open_clients(**client_options())``, a context
         manager, or an async one): entered, they make this run's calls until it ends."""
         assert self.io is not None, "real I/O only"

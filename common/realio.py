@@ -15,7 +15,7 @@ import math
 import os
 import time
 from collections import Counter
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from .calls import DEFAULT_REGION, CallError, Endpoints, call_timeout
@@ -131,7 +131,7 @@ class RealIO:
                 "failed_attempts": failures, "cpu_s": cpu, "cpu_per_file_ms": cpu * 1000 / files if files else None}
 
 
-class Using:
+class Using(AbstractContextManager[Any], AbstractAsyncContextManager[Any]):
     """A model's clients, open for one run: entered as a context manager (threads) or an async one
     (coroutines), whichever ``opening`` is; on exit, the connections they opened are noted."""
 

@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable, Iterator
+from typing import Callable
 
 from .config import Config
 from .context import Context
 from .model import FileRecord, Stage
 from .report import Report
-from .stages import HANG, StagePlan, api_upload, s3_copy
+from .stages import HANG, StagePlan, Steps, api_upload, s3_copy
 from .timing import WorkerClock
 
 VARIANT = "sequential"
-STEPS: dict[Stage, Callable[[FileRecord, StagePlan, str], Iterator[float]]] = {Stage.S3: s3_copy, Stage.API: api_upload}
+STEPS: dict[Stage, Callable[[FileRecord, StagePlan, str], Steps]] = {Stage.S3: s3_copy, Stage.API: api_upload}
 
 
 def run(config: Config) -> Report:
@@ -58,8 +58,8 @@ def _verify(ctx: Context, me: WorkerClock, record: FileRecord) -> None:
         ctx.worker_died(Stage.VERIFY, me.name, exc)
 
 
-def _wait_through(steps: Iterator[float]) -> None:
-    for delay in steps:
+def _wait_through(steps: Steps) -> None:
+    for delay in steps.waits():
         while delay == HANG:
             time.sleep(3600)
         time.sleep(delay)

@@ -97,7 +97,7 @@ def stage_waits(stage: Stage, record: FileRecord, plan: StagePlan,
     timeouts and faults included); the record is advanced exactly as a worker would."""
     step = s3_copy if stage is Stage.S3 else api_upload
     total = 0.0
-    for delay in step(record, plan, ""):
+    for delay in step(record, plan, "").waits():
         total += timer(delay) if timer is not None else delay
     return total
 

@@ -24,7 +24,7 @@ import functools
 import math
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Generator, Union
+from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator, ParamSpec, Union
 
 from .calls import (HANG as HANG_HINT, NO_HINT, UNAVAILABLE, ApiGet, Call, CallError, S3Head, call_for, hint_for,
                     verify_calls)
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from .realio import RealIO
 
 HANG = math.inf
+P = ParamSpec("P")
 
 Step = Union[float, Call]  # what a stage yields: seconds to wait, or a call to make
 Gen = Generator[Step, Any, Any]  # a stage's generator: a call's result is sent in, its CallError thrown in
@@ -50,7 +51,8 @@ class Steps:
     __slots__ = ("_gen", "_answer")
 
     def __init__(self, gen: Gen) -> None:
-        self._gen, self._answer = gen, None
+        self._gen = gen
+        self._answer: Any = None
 
     def __iter__(self) -> "Steps":
         return self
@@ -64,10 +66,22 @@ class Steps:
     def answer(self, outcome: Any) -> None:
         self._answer = outcome
 
+    def waits(self) -> Iterator[float]:
+        """The steps of a stage that makes no calls (simulated I/O): each a wait in seconds."""
+        for step in self:
+            if not isinstance(step, float):
+                raise TypeError(f"a simulated stage made a call: {step!r}")
+            yield step
 
-def stepped(stage: Callable[..., Gen]) -> Callable[..., Steps]:
+
+def stepped(stage: Callable[P, Gen]) -> Callable[P, Steps]:
     """A generator function whose calls give ``Steps``."""
-    return functools.wraps(stage)(lambda *args, **kwargs: Steps(stage(*args, **kwargs)))
+
+    @functools.wraps(stage)
+    def steps(*args: P.args, **kwargs: P.kwargs) -> Steps:
+        return Steps(stage(*args, **kwargs))
+
+    return steps
 
 
 class ServiceError(Exception):

@@ -161,11 +161,11 @@ def _endpoints(config: Config, services: EmbeddedServices) -> Endpoints:
     assert ours is not None
     if not (config.s3_endpoint or config.api_url):
         return ours
-    s3_ours = config.s3_endpoint is None
-    return dataclasses.replace(
-        ours, s3_url=ours.s3_url if s3_ours else config.s3_endpoint, api_url=config.api_url or ours.api_url,
-        access_key=ours.access_key if s3_ours else None, secret_key=ours.secret_key if s3_ours else None,
-        ca_file=config.ca_file or ours.ca_file, hints=False)
+    given = dataclasses.replace(ours, api_url=config.api_url or ours.api_url, ca_file=config.ca_file or ours.ca_file,
+                                hints=False)
+    if config.s3_endpoint is None:
+        return given
+    return dataclasses.replace(given, s3_url=config.s3_endpoint, access_key=None, secret_key=None)
 
 
 def fetch_stats(url: str, ca_file: str | None = None, timeout: float = 5.0) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import signal
 import threading
 from contextlib import AbstractContextManager, closing, contextmanager, nullcontext
 from functools import partial
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from pillpipe.common.config import Config
 from pillpipe.common.context import POLL, Args, Context, worker_name
@@ -256,7 +256,7 @@ def _wait_through(ctx: Context, steps: Steps) -> None:
             aborted = ctx.wakeup.wait(None if step == HANG else step)
         else:  # a real call: its result (or error) goes back into the stage
             steps.answer(ctx.clients.outcome(step))
-            aborted = ctx.wakeup.is_set()
+            aborted = ctx.wakeup.wait(0)
         if aborted:
             raise Aborted
 
@@ -264,10 +264,11 @@ def _wait_through(ctx: Context, steps: Steps) -> None:
 def _clients(ctx: Context) -> AbstractContextManager[Any]:
     """Real I/O: open the run's clients - boto3, and urllib3 or httpx - shared by every thread, pools
     sized to the workers; simulated I/O opens none (nor imports their libraries)."""
-    if ctx.client_options() is None:
+    options = ctx.client_options()
+    if options is None:
         return nullcontext()
     from pillpipe.threaded.clients import open_clients
-    return ctx.calling_with(open_clients(**ctx.client_options()))
+    return ctx.calling_with(open_clients(**options))
 
 
 def _check_out(ctx: Context, me: WorkerClock, inbox: Queue | None, outbox: Queue | None) -> None:
