@@ -90,7 +90,37 @@ def table(rows: dict[str, dict[str, Any]], ideal: Simulation, calibrated: dict[s
     for stage in CONSUMERS:
         t.add_row(f"pill propagation: {stage} (ms)", *[units.ms(r["pill_propagation_s"][stage]) for r in rows.values()],
                   "")
+    if config.io == "real":
+        real_io_lines(t, rows)
     return t
+
+
+def io_metrics(result: dict[str, Any], ideal: Simulation) -> dict[str, Any]:
+    """What real I/O adds to a run's metrics, from its report's ``timing["io"]``."""
+    io = result["report"]["timing"].get("io")
+    if not io:
+        return {}
+    made = result["report"]["timing"].get("last_verified_s")
+    ready = io.get("ready_s") or 0.0
+    return {"io": io, "efficiency_ready": ideal.makespan / (made - ready) if made and made > ready else None}
+
+
+def real_io_lines(t: Table, rows: dict[str, dict[str, Any]]) -> None:
+    """``--io real``: the clients, their calls, their connections, their CPU."""
+    ios = [r.get("io") or {} for r in rows.values()]
+    t.add_row("libraries: S3 / API", *[" / ".join((io.get("libraries") or {}).values()) for io in ios], "")
+    t.add_row("clients ready: imported and made (ms)", *[units.ms(io.get("ready_s")) for io in ios], "")
+    t.add_row("efficiency vs ideal, from clients ready", *[units.ratio(r.get("efficiency_ready")) for r in rows.values()],
+              "")
+    t.add_row("client CPU per file (ms)", *[units.us(io.get("cpu_per_file_ms")) for io in ios], "")
+    for stage in ("s3", "api", "verify"):
+        t.add_row(f"{stage} calls: p50 / p99 (ms)", *[
+            f"{units.us(c.get('p50_ms'))} / {units.us(c.get('p99_ms'))}" if c.get("calls") else "-"
+            for c in ((io.get("calls") or {}).get(stage) or {} for io in ios)], "")
+    t.add_row("connections opened: s3 / api", *[
+        " / ".join(units.count(n) for n in (io.get("connections") or {}).values()) or "-" for io in ios], "")
+    t.add_row("failed attempts by class", *[", ".join(f"{k} {n}" for k, n in (io.get("failed_attempts") or {}).items())
+                                           or "-" for io in ios], "")
 
 
 def parser(prog: str = "pillpipe compare") -> argparse.ArgumentParser:
@@ -161,7 +191,7 @@ def main(argv: Sequence[str], prog: str = "pillpipe compare") -> int:
     ideal = simulate(config)
     models = {v: timer_model(variant, py, config.backend) for v, (variant, py) in columns.items()}
     calibrated = {v: simulate(config, timer=m) for v, m in models.items()}
-    rows = {v: metrics(results[v], ideal, calibrated[v]) for v in columns}
+    rows = {v: {**metrics(results[v], ideal, calibrated[v]), **io_metrics(results[v], ideal)} for v in columns}
     console = Console(highlight=False)
     if not console.is_terminal:
         console = Console(highlight=False, width=120)  # piped: do not squeeze the table to 80 columns

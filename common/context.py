@@ -272,7 +272,7 @@ class Context:
         stopped_by = self.stop.stopped_by or ("crash" if self.crew.dead else None)
         report = self.ledger.report(self.variant, self.timeline, stopped_by)
         if self.io is not None:
-            report.timing["io"] = self.io.timing(report.processed)
+            report.timing["io"] = self.io.timing(report.processed, self.timeline.start)
         if self.crew.crashes:
             raise WorkerCrashes("worker crashed", [e if isinstance(e, Exception) else RuntimeError(repr(e))
                                                    for e in self.crew.crashes], report)

@@ -88,6 +88,7 @@ class RealIO:
         self._latencies = {stage: Latencies() for stage in (Stage.S3, Stage.API, Stage.VERIFY)}
         self._failures: Counter[str] = Counter()
         self._cpu = time.process_time()
+        self._ready: float | None = None  # perf_counter() when the clients were open
 
     def options(self) -> dict[str, Any]:
         """Keyword arguments of every model's ``open_clients``."""
@@ -101,6 +102,7 @@ class RealIO:
     def attach(self, clients: Any) -> None:
         self.clients, self.libraries = clients, dict(clients.libraries)
         self._cpu = time.process_time()  # CPU per file: not the clients' one-off making
+        self._ready = time.perf_counter()
 
     def detach(self) -> None:
         self.connections = self.clients.connections()
@@ -119,15 +121,17 @@ class RealIO:
             self._failures[kind] += 1
 
     # The report -----------------------------------------------------------------------------
-    def timing(self, files: int) -> dict[str, Any]:
-        """The ``io`` section of the report's timing; ``files``: the files the verifier saw."""
+    def timing(self, files: int, start: float) -> dict[str, Any]:
+        """The ``io`` section of the report's timing; ``files``: the files the verifier saw; ``start``:
+        the run's ``perf_counter()`` start (``ready_s``, when the clients were open, counts from it)."""
         cpu = time.process_time() - self._cpu
         with self._lock:
             calls = {stage.value: {"calls": lat.count, "p50_ms": _ms(lat.percentile(50)),
                                    "p99_ms": _ms(lat.percentile(99))} for stage, lat in self._latencies.items()}
             failures = dict(sorted(self._failures.items()))
+        ready = None if self._ready is None else self._ready - start
         return {"mode": "real", "libraries": self.libraries, "hints": self.hints, "timeout_s": self.timeout,
-                "pools": dict(self.pools), "connections": self.connections, "calls": calls,
+                "pools": dict(self.pools), "ready_s": ready, "connections": self.connections, "calls": calls,
                 "failed_attempts": failures, "cpu_s": cpu, "cpu_per_file_ms": cpu * 1000 / files if files else None}
 
 

@@ -389,3 +389,25 @@ def test_every_real_call_has_a_finite_timeout():
     assert RealIO(slow).timeout == pytest.approx(22.0)
     assert RealIO(dataclasses.replace(slow, stage_timeout=0.5)).timeout == 0.5
     assert RealIO(Config(io="real", endpoints=e, pool=9)).pools == {"s3": 9, "api": 9}
+
+
+# The benchmark scenario ------------------------------------------------------------------------
+def test_the_real_benchmark_scenario_runs_what_it_plans_and_renders(tmp_path):
+    """A small plan of ``benchmarks/scenarios/real.py``: each point a fresh probe with its own
+    services; count() agrees with what run() did; the reports agree; summary and plots render."""
+    from pillpipe.benchmarks.harness import interpreter
+    from pillpipe.benchmarks.scenario import Bench
+    from pillpipe.benchmarks.scenarios.real import SCENARIO, Plan
+
+    plan = Plan(repeats=1, latency_models=("asyncio",), latency_workers=(), pool_models=("threaded",),
+                pool_workers=(4,), cpu_models=("threaded", "anyio-trio"), cpu_files=20, tls_models=(),
+                seaweed_models=())
+    bench = Bench(False, [interpreter()], quick=False)
+    result = SCENARIO.run(bench, plan)
+    assert bench.steps == SCENARIO.count(plan, bench) == 5
+    assert all(t.met for t in SCENARIO.targets(result)), SCENARIO.targets(result)
+    assert [p["pool"] for p in result["pool"]] == [5, 10]
+    assert all(p["success"] == [20] for p in result["cpu"])
+    assert SCENARIO.summary(result).startswith("## Real I/O")
+    for path in SCENARIO.plots(result, tmp_path):
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -20,6 +20,7 @@ REGISTRY = (
     "strategies",
     "batch",
     "peers",
+    "real",
 )
 
 
