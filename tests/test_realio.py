@@ -268,6 +268,12 @@ def test_every_model_prints_the_same_report_with_no_setup():
     assert all(c == comparable[0] for c in comparable) and comparable[0]["success"] >= 8
 
 
+def test_tls_end_to_end():
+    """``--tls``: the embedded services serve https with a CA made for the run, which the clients trust."""
+    code, report = Cli("anyio-trio", "--io", "real", "--tls", "--files", "4", "--time-scale", "0").finish()
+    assert (code, report["success"]) == (0, 4)
+
+
 def test_input_records_are_seeded_and_stdin_is_read_once():
     """``--input -`` with the embedded default: the objects the records name (other buckets, keys and
     sizes) are seeded from a copy of stdin, and the run reads the same records."""
@@ -404,7 +410,7 @@ def test_the_real_benchmark_scenario_runs_what_it_plans_and_renders(tmp_path):
                 seaweed_models=())
     bench = Bench(False, [interpreter()], quick=False)
     result = SCENARIO.run(bench, plan)
-    assert bench.steps == SCENARIO.count(plan, bench) == 5
+    assert bench.steps == SCENARIO.count(plan, bench) == 6  # latency: real and simulated
     assert all(t.met for t in SCENARIO.targets(result)), SCENARIO.targets(result)
     assert [p["pool"] for p in result["pool"]] == [5, 10]
     assert all(p["success"] == [20] for p in result["cpu"])

@@ -79,47 +79,47 @@ class Real(Scenario):
 
     def count(self, plan: Plan, bench: Bench) -> int:
         per = plan.repeats
-        return per * (len(plan.latency_models) * (1 + len(plan.latency_workers))
+        return per * (len(plan.latency_models) * (1 + len(plan.latency_workers)) * 2
                       + len(plan.pool_models) * len(plan.pool_workers) * 2
                       + len(plan.cpu_models) + len(plan.tls_models) + len(plan.seaweed_models))
 
     def run(self, bench: Bench, plan: Plan) -> dict[str, Any]:
         out: dict[str, Any] = {"repeats": plan.repeats, "models": {m: MODELS[m][2] for m in MODELS},
-                               "latency": [], "pool": [], "cpu": [], "tls": [], "seaweedfs": []}
+                               "load_average": {"start": os.getloadavg()}, "latency": [], "pool": [], "cpu": [],
+                               "tls": [], "seaweedfs": []}
         for workers in (None, *plan.latency_workers):
             s3, api = DEFAULT_WORKERS if workers is None else (workers, workers)
             files = 40 if workers is None else latency_files(workers)
             config = Config(files=files, s3_workers=s3, api_workers=api, time_scale=LATENCY_SCALE, quiet=True)
             ideal = simulate(config).makespan
-            for model in plan.latency_models:
-                flags = ["--files", files, "--s3-workers", s3, "--api-workers", api, "--time-scale", LATENCY_SCALE]
-                out["latency"].append({"model": model, "s3_workers": s3, "api_workers": api, "files": files,
-                                       "ideal_makespan_s": ideal, "ideal_files_per_s": files / ideal,
-                                       **_point(bench, f"real latency {model} {s3}/{api}", model, flags,
-                                                plan.repeats, ideal)})
+            flags = ["--files", files, "--s3-workers", s3, "--api-workers", api, "--time-scale", LATENCY_SCALE]
+            for io in ("real", "sim"):  # and the same flags simulated: what a sleep says about the same point
+                for model, point in _points(bench, f"{io} latency {s3}/{api}", plan.latency_models, flags,
+                                            plan.repeats, ideal, io).items():
+                    out["latency"].append({"model": model, "io": io, "s3_workers": s3, "api_workers": api,
+                                           "files": files, "ideal_makespan_s": ideal, "ideal_files_per_s": files / ideal,
+                                           **point})
         for workers in plan.pool_workers:
             files = pool_files(workers)
             config = Config(files=files, api_workers=workers, s3_latency=(0, 0), time_scale=LATENCY_SCALE,
                             quiet=True)
             ideal = simulate(config).makespan
-            for model in plan.pool_models:
-                for pool in (workers + 1, BOTOCORE_POOL):
-                    flags = ["--files", files, "--api-workers", workers, "--s3-latency", 0, 0, "--time-scale",
-                             LATENCY_SCALE, "--pool", pool]
+            for pool in (workers + 1, BOTOCORE_POOL):
+                flags = ["--files", files, "--api-workers", workers, "--s3-latency", 0, 0, "--time-scale",
+                         LATENCY_SCALE, "--pool", pool]
+                for model, point in _points(bench, f"real pool {workers} pool {pool}", plan.pool_models, flags,
+                                            plan.repeats, ideal).items():
                     out["pool"].append({"model": model, "api_workers": workers, "pool": pool, "files": files,
-                                        "sized": pool != BOTOCORE_POOL, "ideal_makespan_s": ideal,
-                                        **_point(bench, f"real pool {model} {workers} pool {pool}", model, flags,
-                                                 plan.repeats, ideal)})
+                                        "sized": pool != BOTOCORE_POOL, "ideal_makespan_s": ideal, **point})
         cpu_flags = ["--files", plan.cpu_files, "--s3-workers", CPU_WORKERS, "--api-workers", CPU_WORKERS,
                      "--time-scale", 0]
-        for model in plan.cpu_models:
-            out["cpu"].append({"model": model, "files": plan.cpu_files,
-                               **_point(bench, f"real cpu {model}", model, cpu_flags, plan.repeats)})
-        for model in plan.tls_models:
-            out["tls"].append({"model": model, "files": plan.cpu_files,
-                               **_point(bench, f"real tls {model}", model, [*cpu_flags, "--tls"], plan.repeats)})
+        for section, models, flags in (("cpu", plan.cpu_models, cpu_flags),
+                                       ("tls", plan.tls_models, [*cpu_flags, "--tls"])):
+            for model, point in _points(bench, f"real {section}", models, flags, plan.repeats).items():
+                out[section].append({"model": model, "files": plan.cpu_files, **point})
         if plan.seaweed_models:
             out["seaweedfs"] = self._seaweed(bench, plan, cpu_flags)
+        out["load_average"]["end"] = os.getloadavg()
         return out
 
     def _seaweed(self, bench: Bench, plan: Plan, flags: list[Any]) -> list[dict[str, Any]]:
@@ -128,7 +128,6 @@ class Real(Scenario):
         from pillpipe.services.embedded import EmbeddedServices
         from pillpipe.services.seaweed import SeaweedFS
 
-        rows: list[dict[str, Any]] = []
         with ExitStack() as stack:
             try:
                 seaweed = stack.enter_context(SeaweedFS(objects=plan.cpu_files))
@@ -139,11 +138,9 @@ class Real(Scenario):
             saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
             os.environ.update(AWS_ACCESS_KEY_ID=seaweed.access_key, AWS_SECRET_ACCESS_KEY=seaweed.secret_key)
             stack.callback(_restore, saved)
-            for model in plan.seaweed_models:
-                rows.append({"model": model, "files": plan.cpu_files, **_point(
-                    bench, f"real seaweedfs {model}", model,
-                    [*flags, "--s3-endpoint", seaweed.url, "--api-url", api.endpoints.api_url], plan.repeats)})
-        return rows
+            points = _points(bench, "real seaweedfs", plan.seaweed_models,
+                             [*flags, "--s3-endpoint", seaweed.url, "--api-url", api.endpoints.api_url], plan.repeats)
+        return [{"model": model, "files": plan.cpu_files, **point} for model, point in points.items()]
 
     def targets(self, result: dict[str, Any]) -> list[Target]:
         out = []
@@ -154,10 +151,12 @@ class Real(Scenario):
                 groups.setdefault(key, set()).update(p["digests"])
             if not groups:
                 continue
-            out.append(Target(f"{section}: every model, library and pool gives the same report at each point",
+            out.append(Target(f"{section}: every model, library and pool{', real or simulated,' if section == 'latency' else ''}"
+                              " gives the same report at each point",
                               f"{sum(len(d) == 1 for d in groups.values())}/{len(groups)} points agree",
                               all(len(d) == 1 for d in groups.values())))
-        default = [p for p in result["latency"] if (p["s3_workers"], p["api_workers"]) == DEFAULT_WORKERS]
+        default = [p for p in result["latency"]
+                   if (p["s3_workers"], p["api_workers"]) == DEFAULT_WORKERS and p.get("io", "real") == "real"]
         for p in default:
             e = p["efficiency"]
             out.append(Target(f"latency-bound, default workers: {p['model']} efficiency >= 0.9",
@@ -165,18 +164,26 @@ class Real(Scenario):
         return out
 
     def summary(self, result: dict[str, Any]) -> str:
+        load = result.get("load_average") or {}
+        seen = " to ".join("/".join(f"{x:.1f}" for x in load[k]) for k in ("start", "end") if k in load)
         lines = ["## Real I/O: real sockets, our S3 subset and API (and SeaweedFS), every point a fresh process", "",
                  "Times count from the clients being open; CPU is the pipeline process's own from then on (the "
-                 "servers run in other processes). " + "; ".join(f"**{m}**: {what}" for m, what in
-                                                                result["models"].items()) + ".", ""]
-        lines += [f"### Latency-bound (time scale {LATENCY_SCALE:g}: S3 20-50 ms, API 100-200 ms per call)", "",
-                  *table(["model", "S3/API workers", "files", "ideal files/s", "files/s", "efficiency",
-                          "CPU ms/file", "API call p50 / p99 ms", "connections s3/api"],
+                 "servers run in other processes); the models take turns, run by run. "
+                 + "; ".join(f"**{m}**: {what}" for m, what in result["models"].items()) + "."
+                 + (f" Load average (1/5/15 min) {seen}." if seen else ""), ""]
+        sim = {(p["model"], p["s3_workers"], p["api_workers"]): p for p in result["latency"] if p.get("io") == "sim"}
+        real = [p for p in result["latency"] if p.get("io", "real") == "real"]
+        lines += [f"### Latency-bound (time scale {LATENCY_SCALE:g}: S3 20-50 ms, API 100-200 ms per call), real "
+                  "vs the same flags simulated", "",
+                  *table(["model", "S3/API workers", "files", "ideal files/s", "simulated: files/s", "efficiency",
+                          "real: files/s", "efficiency", "CPU ms/file (sim / real)", "API call p50 / p99 ms",
+                          "connections s3/api"],
                          [[p["model"], f"{p['s3_workers']}/{p['api_workers']}", p["files"],
-                           units.rate(p["ideal_files_per_s"]), units.rate(p["files_per_s"]),
-                           units.ratio(p["efficiency"]), _ms(p["cpu_per_file_ms"]),
+                           units.rate(p["ideal_files_per_s"]), units.rate(q.get("files_per_s")),
+                           units.ratio(q.get("efficiency")), units.rate(p["files_per_s"]), units.ratio(p["efficiency"]),
+                           f"{_ms(q.get('cpu_per_file_ms'), False)} / {_ms(p['cpu_per_file_ms'])}",
                            f"{_ms(p['api_p50_ms'], False)} / {_ms(p['api_p99_ms'], False)}", _conns(p)]
-                          for p in result["latency"]]), ""]
+                          for p in real for q in [sim.get((p["model"], p["s3_workers"], p["api_workers"]), {})]]), ""]
         lines += ["### Pool sizing (API workers, S3 latency 0; pool = the workers + 1, or botocore's default 10)", "",
                   *table(["model", "API workers", "pool", "files", "files/s", "efficiency", "API call p50 / p99 ms",
                           "connections s3/api"],
@@ -200,10 +207,13 @@ class Real(Scenario):
         return "\n".join(lines)
 
     def plots(self, result: dict[str, Any], out: Path) -> list[Path]:
-        latency = {m: [(p["api_workers"], p["files_per_s"]) for p in result["latency"] if p["model"] == m]
-                   for m in dict.fromkeys(p["model"] for p in result["latency"])}
+        latency: dict[str, list[tuple[float, Any]]] = {}
+        for p in result["latency"]:
+            label = f"{p['model']}{', simulated' if p.get('io') == 'sim' else ''}"
+            latency.setdefault(label, []).append((p["api_workers"], p["files_per_s"]))
+        first = result["latency"][0] if result["latency"] else {}
         latency["ideal"] = [(p["api_workers"], p["ideal_files_per_s"]) for p in result["latency"]
-                            if p["model"] == result["latency"][0]["model"]] if result["latency"] else []
+                            if (p["model"], p.get("io")) == (first.get("model"), first.get("io"))]
         pool: dict[str, list[tuple[float, Any]]] = {}
         for p in result["pool"]:
             label = f"{p['model']}, pool {'= workers' if p['sized'] else BOTOCORE_POOL}"
@@ -220,13 +230,24 @@ class Real(Scenario):
         return written
 
 
-def _point(bench: Bench, label: str, model: str, flags: Sequence[Any], repeats: int,
-           ideal: float | None = None) -> dict[str, Any]:
-    """``repeats`` fresh probes of ``model`` with ``flags`` and real I/O, summarised."""
-    variant, extra, _ = MODELS[model]
-    runs = bench.repeat(label, variant, [*flags, *extra, "--io", "real", "--quiet"], repeats, timeout=1800)
-    rows = [_measure(x, ideal) for x in runs]
+def _points(bench: Bench, label: str, models: Sequence[str], flags: Sequence[Any], repeats: int,
+            ideal: float | None = None, io: str = "real") -> dict[str, dict[str, Any]]:
+    """Each model with ``flags`` and ``io``, ``repeats`` fresh probes each, summarised.  The models
+    take turns (one run of each, then again): on a shared machine a burst of someone else's load
+    then falls on every model, not on one."""
+    runs: dict[str, list[dict[str, Any]]] = {model: [] for model in models}
+    for i in range(repeats):
+        for model in models:
+            variant, extra, _ = MODELS[model]
+            if io != "real" and "--http-client" in extra:  # a flag of real I/O only
+                i = extra.index("--http-client")
+                extra = extra[:i] + extra[i + 2:]
+            runs[model].append(bench.probe(f"{label} {model} ({i + 1}/{repeats})", variant,
+                                           [*flags, *extra, "--io", io, "--quiet"], timeout=1800))
+    return {model: _summary([_measure(x, ideal) for x in found]) for model, found in runs.items()}
 
+
+def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     def s(key: str) -> dict[str, float] | None:
         return summ(r[key] for r in rows)
 
@@ -239,20 +260,24 @@ def _point(bench: Bench, label: str, model: str, flags: Sequence[Any], repeats: 
 
 
 def _measure(result: dict[str, Any], ideal: float | None) -> dict[str, Any]:
+    """One probe's numbers; a simulated run has no ``io`` timing (no clients: ready at once)."""
     report = result["report"]
-    timing, io = report["timing"], report["timing"]["io"]
-    ready = io["ready_s"] or 0.0
+    timing = report["timing"]
+    io = timing.get("io") or {}
+    ready = io.get("ready_s") or 0.0
     makespan = (timing["last_verified_s"] or timing["wall_s"]) - ready
     wall = timing["wall_s"] - ready
-    calls, connections = io["calls"], io["connections"] or {}
+    calls, connections = io.get("calls") or {}, io.get("connections") or {}
+    cpu = io["cpu_s"] if io else result["cpu_user_s"] + result["cpu_sys_s"]
     return {"files_per_s": report["processed"] / wall if wall > 0 else None, "makespan_s": makespan,
             "efficiency": ideal / makespan if ideal and makespan > 0 else None,
-            "cpu_per_file_ms": io["cpu_per_file_ms"],
-            "files_per_cpu_s": report["processed"] / io["cpu_s"] if io["cpu_s"] else None,
-            "s3_p50_ms": calls["s3"]["p50_ms"], "s3_p99_ms": calls["s3"]["p99_ms"],
-            "api_p50_ms": calls["api"]["p50_ms"], "api_p99_ms": calls["api"]["p99_ms"],
+            "cpu_per_file_ms": cpu * 1000 / report["processed"] if report["processed"] else None,
+            "files_per_cpu_s": report["processed"] / cpu if cpu else None,
+            "s3_p50_ms": (calls.get("s3") or {}).get("p50_ms"), "s3_p99_ms": (calls.get("s3") or {}).get("p99_ms"),
+            "api_p50_ms": (calls.get("api") or {}).get("p50_ms"),
+            "api_p99_ms": (calls.get("api") or {}).get("p99_ms"),
             "connections_s3": connections.get("s3"), "connections_api": connections.get("api"),
-            "success": report["success"], "digest": report["digest"], "libraries": io["libraries"]}
+            "success": report["success"], "digest": report["digest"], "libraries": io.get("libraries")}
 
 
 def _ms(value: Any, spread: bool = True) -> str:
