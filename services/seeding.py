@@ -6,7 +6,7 @@ from typing import IO, Any, Iterable, Iterator
 
 from pillpipe.common.calls import DEFAULT_REGION, botocore_options, expected_size, source_body
 from pillpipe.common.model import FileRecord
-from pillpipe.common.source import open_input, records
+from pillpipe.common.source import InputError, open_input, records
 from pillpipe.common.workload import SOURCE_BUCKET
 
 
@@ -35,9 +35,12 @@ def input_objects(path: str, fmt: str | None) -> Iterator[tuple[str, str, int]]:
     the S3 stage will copy from (streamed; invalid and duplicate records name none)."""
     stream, fmt = open_input(path, fmt)
     with stream:
-        for item in records(0, stream, fmt):
-            if isinstance(item, FileRecord):
-                yield item.source_bucket or SOURCE_BUCKET, item.source_key or item.name, expected_size(item)
+        try:
+            for item in records(0, stream, fmt):
+                if isinstance(item, FileRecord):
+                    yield item.source_bucket or SOURCE_BUCKET, item.source_key or item.name, expected_size(item)
+        except InputError:  # unreadable from here on: the run reads it again and says so
+            return
 
 
 def seed_objects(client: Any, objects: Iterable[tuple[str, str, int]]) -> int:

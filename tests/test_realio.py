@@ -342,7 +342,7 @@ def test_seaweedfs_from_the_command_line(seaweedfs, services):
     (["--s3-endpoint", "http://127.0.0.1:9"], "--s3-endpoint applies to --io real only"),
     (["--io", "real", "--api-url", "ftp://127.0.0.1:9"], "needs http:// or https:// and a host"),
     (["--io", "real", "--api-url", "http://127.0.0.1:9/v1"], "no path"),
-    (["--io", "real", "--pool", "0"], "--pool must be >= 1"),
+    (["--io", "real", "--pool", "0"], "--pool must be a whole number from 1 to 1_000_000 (got 0)"),
     (["--io", "real", "--http-client", "aiohttp"], "--http-client aiohttp is not a client of the threaded model"),
     (["--io", "real", "--http-client", "curl"], "is not one of urllib3, httpx, aiohttp"),
     (["--io", "real", "--ca-file", "ca.pem"], "--ca-file applies to https:// endpoints"),
