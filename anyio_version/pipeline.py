@@ -16,7 +16,7 @@ import threading
 from contextlib import AbstractAsyncContextManager, closing, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, AsyncIterator, Callable, Coroutine, Iterator
+from typing import Any, Callable, Coroutine, Iterator
 
 import anyio
 from anyio.abc import TaskGroup
@@ -31,7 +31,7 @@ from pillpipe.common.stages import HANG, Steps, api_upload, s3_copy
 from pillpipe.common.timing import WorkerClock
 
 VARIANT = "anyio"
-HANDLES_SIGNALS = True  # receives SIGINT/SIGTERM itself for the whole run, then restores the handlers
+HANDLES_SIGNALS = True  # installs its own SIGINT/SIGTERM handlers for the whole run
 Send = MemoryObjectSendStream[FileRecord]
 Receive = MemoryObjectReceiveStream[FileRecord]
 
@@ -109,10 +109,8 @@ async def pipeline(ctx: Context) -> None:
     (s3_send, s3_receive), (api_send, api_receive), (verify_send, verify_receive) = (
         anyio.create_memory_object_stream[FileRecord](size) for _ in range(3))
     streams = [s3_receive, api_receive, verify_receive]  # the coordinator's ends: to drain a dead stage
-    with _signals(ctx) as received, s3_receive, api_receive, verify_receive:
+    with _signals(ctx), s3_receive, api_receive, verify_receive:
         async with _clients(ctx), anyio.create_task_group() as tg:
-            if received is not None:
-                tg.start_soon(_listen, ctx, received, name="signals")
             with s3_send, api_send, verify_send:  # the originals close: only the producers' clones remain
                 stages = [
                     [_start(tg, ctx, Stage.DISPATCH, 1, dispatcher, ctx, s3_send.clone())],
@@ -123,7 +121,6 @@ async def pipeline(ctx: Context) -> None:
                     [_start(tg, ctx, Stage.VERIFY, 1, verifier, ctx, verify_receive.clone())],
                 ]
             await coordinator(ctx, streams, stages)
-            tg.cancel_scope.cancel()  # every worker has exited; this stops the signal listener
 
 
 def run(config: Config) -> Report:
@@ -251,19 +248,21 @@ async def _join(workers: list[Worker], tend: Callable[[], None]) -> None:
         while not worker.done.is_set():
             with anyio.move_on_after(POLL):
                 await worker.done.wait()
-            tend()
+            if tend():  # aborting for ABORT_BOUND: give up a task that ignores its cancellation
+                return
     tend()
 
 
-def _tend(ctx: Context, streams: list[Receive], stages: list[list[Worker]]) -> None:
-    """Look at the grace period; empty the stream of a dead stage; on an abort, cancel every worker."""
-    ctx.tend()
+def _tend(ctx: Context, streams: list[Receive], stages: list[list[Worker]]) -> bool:
+    """Look at the grace period; empty a dead stage's stream; on an abort, cancel every worker (True: give up)."""
+    overdue = ctx.tend(partial(_depths, streams))
     for stream, stage in zip(streams, list(Stage)[1:]):
         if ctx.must_drain(stage):
             _drain(ctx, stream, stage)
     if ctx.aborting:
         for worker in (w for workers in stages for w in workers):
             worker.scope.cancel()
+    return overdue
 
 
 def _drain(ctx: Context, stream: Receive, stage: Stage) -> None:
@@ -274,24 +273,23 @@ def _drain(ctx: Context, stream: Receive, stage: Stage) -> None:
             return
 
 
+def _depths(streams: list[Receive]) -> list[int]:
+    """How many records wait in each stream, in stage order."""
+    return [stream.statistics().current_buffer_used for stream in streams]
+
+
 @contextmanager
-def _signals(ctx: Context) -> Iterator[AsyncIterator[signal.Signals] | None]:
-    """Receive SIGINT/SIGTERM from before any worker starts (even if SIGINT was ignored); afterwards
-    restore the handlers that were there."""
+def _signals(ctx: Context) -> Iterator[None]:
+    """SIGINT/SIGTERM handlers before any worker starts (even if SIGINT was ignored); replay what the
+    command line held before.  ``signal.signal``, not ``open_signal_receiver``: it is in before the
+    loop turns, and runs even when the loop cannot turn (a read of a silent pipe, which it may end)."""
     if threading.current_thread() is not threading.main_thread():
-        yield None
+        yield
         return
-    handled = (signal.SIGINT, signal.SIGTERM)
-    previous = {sig: signal.getsignal(sig) for sig in handled}
+    previous = {sig: signal.signal(sig, ctx.handler(reads_here=True)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    ctx.signals_in()
     try:
-        with anyio.open_signal_receiver(*handled) as received:
-            yield received
+        yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-async def _listen(ctx: Context, received: AsyncIterator[signal.Signals]) -> None:
-    """First signal: drain; a second: abort (``ctx.on_signal`` keeps that state)."""
-    async for signum in received:
-        ctx.on_signal(signal.Signals(signum).name)
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -24,6 +24,7 @@ from pillpipe.common.timing import WorkerClock
 VARIANT = "asyncio"
 HANDLES_SIGNALS = True  # installs its own SIGINT/SIGTERM handlers for the whole run
 Worker = asyncio.Task[None]
+CEDE_EVERY = 64  # an unbounded put never yields (CPython gh-87285): every 64th one lets the others run
 STREAM_END = (asyncio.QueueShutDown,) if hasattr(asyncio, "QueueShutDown") else ()  # Queue.shutdown(): Python 3.13+
 PILLS_AT_ONCE = 256  # the coordinator yields after putting this many pills
 
@@ -180,19 +181,26 @@ async def _take(ctx: Context, me: WorkerClock, queue_: Queue) -> Message:
 async def _put(ctx: Context, me: WorkerClock, queue_: Queue, record: FileRecord) -> None:
     """Put; a full queue never blocks forever: the coordinator empties the queue of a dead stage,
     and an abort cancels the put.  Under ``--batch N``: into the worker's outbox, handed on when
-    full or when a consumer waits on the empty queue."""
+    full or when a consumer waits on the empty queue.  An unbounded queue's put never yields
+    (CPython gh-87285): every CEDE_EVERY-th one does, so no producer runs a whole run ahead."""
     hands = me.hands
     if hands is None:
-        return await queue_.put(record)
+        await queue_.put(record)
+        if queue_.maxsize <= 0 and queue_.qsize() % CEDE_EVERY == 0:
+            await asyncio.sleep(0)
+        return
     if hands.hold(queue_, record) or (queue_.waiting and queue_.empty()):
         await _flush(hands)
 
 
 async def _flush(hands: Hands) -> None:
-    """Hand on every finished record in the outbox (a put that has room never yields)."""
+    """Hand on every finished record in the outbox (a put that has room never yields: on an
+    unbounded queue, a batch yields once)."""
     if hands.outbox:
         for record in hands.handed():
             await hands.target.put(record)
+        if hands.target.maxsize <= 0:
+            await asyncio.sleep(0)
 
 
 async def _wait_through(ctx: Context, steps: Steps) -> None:
@@ -276,19 +284,22 @@ async def _join(workers: list[Worker], tend: Callable[[], None]) -> None:
     for worker in workers:
         while not worker.done():
             await asyncio.wait((worker,), timeout=POLL)
-            tend()
+            if tend():  # aborting for ABORT_BOUND: give up a task that ignores its cancellation
+                return
     tend()
 
 
-def _tend(ctx: Context, queues: list[Queue], stages: list[list[Worker]]) -> None:
-    """Look at the grace period; empty the queue of a dead stage; on an abort, cancel every task."""
-    ctx.tend()
+def _tend(ctx: Context, queues: list[Queue], stages: list[list[Worker]]) -> bool:
+    """Look at the grace period; empty the queue of a dead stage; on an abort, cancel every task.
+    True once the abort has waited long enough for workers that do not exit."""
+    overdue = ctx.tend(partial(_depths, queues))
     for queue_, stage in zip(queues, list(Stage)[1:]):
         if ctx.must_drain(stage):
             _drain(ctx, queue_, stage)
     if ctx.aborting:
         for worker in (w for workers in stages for w in workers):
             worker.cancel()
+    return overdue
 
 
 def _drain(ctx: Context, queue_: Queue, stage: Stage) -> None:
@@ -299,20 +310,26 @@ def _drain(ctx: Context, queue_: Queue, stage: Stage) -> None:
             return
 
 
+def _depths(queues: list[Queue]) -> list[int]:
+    """How many messages wait in each queue, in stage order (the drain's line, the progress view)."""
+    return [queue_.qsize() for queue_ in queues]
+
+
 @contextmanager
 def _signals(ctx: Context) -> Iterator[None]:
-    """Handle SIGINT/SIGTERM on the loop before any worker starts (even if SIGINT was ignored)."""
+    """Install SIGINT/SIGTERM handlers before any worker starts (even if SIGINT was ignored), then
+    replay a signal the command line held before they were in.  ``signal.signal``, not
+    ``loop.add_signal_handler``: the handler runs between two bytecodes of the loop's thread even
+    when the loop cannot turn - a task that never yields, or the dispatcher blocked reading a pipe
+    (which a signal that must stop the read then interrupts)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     handled = (signal.SIGINT, signal.SIGTERM)
-    loop = asyncio.get_running_loop()
-    previous = {sig: signal.getsignal(sig) for sig in handled}
-    for sig in handled:
-        loop.add_signal_handler(sig, ctx.on_signal, sig.name)
+    previous = {sig: signal.signal(sig, ctx.handler(reads_here=True)) for sig in handled}
+    ctx.signals_in()
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            loop.remove_signal_handler(sig)
-            signal.signal(sig, handler)
+        for sig, old in previous.items():
+            signal.signal(sig, old)

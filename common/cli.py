@@ -20,6 +20,7 @@ from .context import WorkerCrashes
 from .events import describe, say, write
 from .report import Report
 from .source import check_input
+from .stop import hold_early, take_early
 
 DESCRIPTION = """\
 Migrate files through a four-stage pipeline - Dispatcher -> S3 uploaders -> API uploaders ->
@@ -61,7 +62,8 @@ def main(run: Callable[[Config], Report], prog: str, argv: Sequence[str] | None 
             usage_exit(prog, str(exc))
     held: list[str] = []
     if getattr(module, "HANDLES_SIGNALS", False):
-        _hold_signals(held)  # the run saves these and restores them: no unguarded moment after it
+        take_early()
+        _hold_signals(hold_early)  # until the run's own handlers are in; the run replays what came
     try:
         with (services or nullcontext)(config) as served:
             if held and served is not config:  # while the services started: nothing has run, nor will
@@ -78,7 +80,8 @@ def main(run: Callable[[Config], Report], prog: str, argv: Sequence[str] | None 
         say(f"{prog}: error: {exc}")
         return EXIT_SETUP
     finally:
-        _hold_signals(held)
+        _hold_signals(held.append)  # the run has restored the handlers: what comes now is too late
+        held[:0] = take_early()  # held, but the run never installed its handlers to replay them
     code = deliver(report, config.json, prog, exit_code(report))
     if held:
         say(f"{prog}: {', '.join(held)} arrived outside the run: ignored")
@@ -151,13 +154,14 @@ def finish(code: int) -> NoReturn:
     raise SystemExit(code)
 
 
-def _hold_signals(held: list[str]) -> None:
+def _hold_signals(note: Callable[[str], None]) -> None:
     """Outside a run's own handlers (the instant before it installs them, or once it has restored
     them and the report is being printed), a SIGINT/SIGTERM must not end the process with a
-    ``KeyboardInterrupt`` traceback and no report: it is noted in ``held`` and ignored.  A run that
-    handles no signals itself (the sequential one) keeps Python's default while it runs."""
+    ``KeyboardInterrupt`` traceback and no report: it is passed to ``note`` - before the run,
+    ``stop.hold_early`` (the run replays it once its handlers are in), after it, a list of
+    signals that came too late (said on stderr, ignored)."""
     try:
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda signum, frame: held.append(signal.Signals(signum).name))
+            signal.signal(sig, lambda signum, frame: note(signal.Signals(signum).name))
     except ValueError:  # not the main thread: signals are not ours to handle
         pass

@@ -325,6 +325,7 @@ fault specs (--fault, repeatable; deterministic):
   s3|api:FILE:raise[:times=K]     the file's copy/upload raises (first K attempts; default every attempt)
   s3|api:FILE:hang[:times=K]      the call never returns on its own (bounded by --stage-timeout)
   s3|api:FILE:slow=F[:times=K]    the call takes F times the file's latency (F from 0 to 1000)
+  s3|api:FILE:die                 the worker taking the file dies, the file fails (deterministic)
   s3|api:worker=W|*:after=N:die   worker W (or every worker) of the stage dies after N files
   verifier:after=N:crash          the verifier dies after verifying N files
   FILE is id=N (generated files are ids 1..--files) or name=file_100.pdf (generated files).

@@ -9,14 +9,17 @@ alive), the stop (draining and aborting) and the shutdown strategy (how a stream
 """
 from __future__ import annotations
 
+import os
+import signal
+import stat
 import sys
 from contextlib import AbstractContextManager
-from typing import Any, Generator, Iterator, Sequence, TypeVarTuple
+from typing import Any, Callable, Generator, Iterator, Sequence, TypeVarTuple
 
 from .config import Config
 from .crew import Crew
 from .events import Events
-from .faults import InjectedCrash
+from .faults import FileDeath, InjectedCrash
 from .handoff import Hands, hands_for
 from .ledger import Ledger
 from .model import FileRecord, Message, Outcome, Rejected, Stage
@@ -25,11 +28,13 @@ from .report import Report
 from .shutdown import NEXT, Shutdown
 from .source import InputError, open_input, records
 from .stages import Gen, stepped, verify_checks
-from .stop import Stop, Wakeup
+from .stop import Stop, Wakeup, take_early
 from .timing import Timeline, WorkerClock
+from .workload import generate_files
 
 POLL = 0.05  # seconds: how often a waiting coordinator looks at signals, deaths and the grace period
 Args = TypeVarTuple("Args")  # a worker's arguments, as its function takes them (each variant's ``_start``)
+NAMED = 5  # files a "waiting for" line names (the rest are counted)
 NAMES = {Stage.DISPATCH: "Dispatcher", Stage.S3: "S3-Worker", Stage.API: "API-Worker", Stage.VERIFY: "Verifier"}
 
 
@@ -44,6 +49,20 @@ def events_for(config: Config) -> Events:
     if config.quiet:
         return Events(None)
     return Events(sys.stderr if config.json else sys.stdout)
+
+
+class InputInterrupted(BaseException):
+    """Raised by a signal handler into a read of ``--input`` that must end now (see
+    ``Context.interrupt_read``); ``admitted`` catches it.  A BaseException, so no ``except
+    Exception`` in the reading code can swallow it."""
+
+
+def _is_stream(stream: Any) -> bool:
+    """Whether reading ``stream`` may block for good (a pipe, FIFO, terminal, socket, device)."""
+    try:
+        return not stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+    except (AttributeError, OSError, ValueError):  # an in-memory stream: never blocks
+        return False
 
 
 class WorkerCrashes(ExceptionGroup[Exception]):
@@ -84,6 +103,11 @@ class Context:
         self._wakeup = wakeup
         self.stop = Stop(self.notices, config.shutdown_grace, wakeup)
         self.shutdown = Shutdown(config.shutdown, {stage: self.crew.alive(stage) for stage in Stage}, lock)
+        self._reading = False  # the dispatcher is inside a read of --input right now
+        self._stream_input = False  # --input may block for good (pipe, FIFO, terminal): a drain stops reading it
+        self._read = 0  # input records read so far
+        self._unread_said = False
+        self._admitting = False  # the dispatcher has started
 
     @property
     def aborting(self) -> bool:
@@ -106,13 +130,45 @@ class Context:
 
     def admitted(self) -> Generator[FileRecord, None, None]:
         """The dispatcher's stream: admit each file in order and yield it; once stopping, or once a
-        stage has died, cancel the rest instead.  Closing it early (an abort) cancels what is unread."""
-        stream, fmt = None, "jsonl"
-        if self.config.input is not None:
-            stream, fmt = open_input(self.config.input, self.config.input_format)
+        stage has died, cancel the rest instead - generated files as one count (never one by one),
+        input records as they are read.  Closing it early (an abort) cancels what is unread."""
+        self._admitting = True
+        if self.config.input is None:
+            return self._generated()
+        return self._from_input()
+
+    def _generated(self) -> Iterator[FileRecord]:
+        files, last = self.config.files, 0
+        items = generate_files(files)
+        stop, crew, ledger, events = self.stop, self.crew, self.ledger, self.events
+        try:
+            for record in items:
+                if stop.stopped_by is not None or crew.dead:
+                    break
+                last = record.id
+                ledger.admit(record)
+                if events.enabled:
+                    events.dispatching(record)
+                yield record
+        finally:  # stopped, a stage dead, or closed by an abort: ids last+1..files are counted at once
+            items.close()
+            ledger.cancel_range(last + 1, files, self._dead_reason(Stage.DISPATCH))
+
+    def _from_input(self) -> Iterator[FileRecord]:
+        path = self.config.input
+        self._stream_input = path == "-" or not os.path.isfile(path)  # type: ignore[arg-type]
+        try:  # opening a FIFO waits for its writer: a signal that must stop the run may end that wait
+            self._reading = True
+            stream, fmt = open_input(self.config.input, self.config.input_format)  # type: ignore[arg-type]
+        except InputInterrupted:
+            self._unread("a signal ended the wait for it to open")
+            return
+        finally:
+            self._reading = False
+        self._stream_input = self._stream_input or _is_stream(stream)
         items = records(self.config.files, stream, fmt)
         try:
-            for item in items:
+            while (item := self._next_input(items)) is not None:
                 if isinstance(item, Rejected):
                     self._reject(item)
                 elif self.stop.draining or self.crew.dead:
@@ -128,8 +184,51 @@ class Context:
         except InputError as exc:
             self._input_failed(exc)
         finally:
-            if stream is not None and stream is not sys.stdin:
+            if stream is not sys.stdin:
                 stream.close()
+
+    def _next_input(self, items: Iterator[Any]) -> Any:
+        """The next input record, or None: at its end, once the stop says to read no further, or
+        once a signal handler ended the read.  ``_reading`` is set before the stop is looked at,
+        so a signal landing at any instant either is seen here or ends the read it interrupts."""
+        self._reading = True
+        try:
+            if self._stop_reading():
+                return None
+            item = next(items, None)
+            if item is not None:
+                self._read += 1
+            return item
+        except InputInterrupted:
+            self._unread("a signal ended the read")
+            return None
+        finally:
+            self._reading = False
+
+    def _stop_reading(self) -> bool:
+        """Whether to read no further: aborting, or stopping (a signal, a dead stage) with a stream
+        for input - a pipe may never send another line, so a drain does not wait for one."""
+        if self.stop.aborting:
+            self._unread("aborted")
+        elif self._stream_input and (self.stop.draining or self.crew.dead):
+            self._unread("a stream is not read on once the run stops")
+        else:
+            return False
+        return True
+
+    def _unread(self, why: str) -> None:
+        """Say (once) that the input was not read to its end."""
+        if not self._unread_said:
+            self._unread_said = True
+            self.ledger.errors.append(f"input not read to its end ({why}): {self._read} records were read, "
+                                      "the rest is unknown")
+
+    def interrupt_read(self) -> None:
+        """For a signal handler that runs on the thread reading the input (asyncio, anyio, the
+        sequential reference): a read that must end now - aborting, or draining a stream that may
+        never send another line - is ended by raising ``InputInterrupted`` into it."""
+        if self._reading and (self.stop.aborting or (self.stop.draining and self._stream_input)):
+            raise InputInterrupted
 
     def take(self, me: WorkerClock, record: FileRecord) -> bool:
         """``me`` took ``record`` off its queue: False when it must not be worked on (it is settled
@@ -144,8 +243,11 @@ class Context:
             self.ledger.settle(record, Outcome.CANCELLED, reason)
             return False
         self._hold(me, record)
-        if self.plan.faults.workers and self.plan.faults.worker_dies(me.stage, me.index, me.files):
+        faults = self.plan.faults
+        if faults.workers and faults.worker_dies(me.stage, me.index, me.files):
             raise InjectedCrash(f"{me.name} died (injected) after {me.files} files")
+        if faults.deaths and faults.dies_on(me.stage, record.id):
+            raise FileDeath(f"an {me.stage.value} worker died (injected) taking file {record.id}")
         return True
 
     def release(self, me: WorkerClock, record: FileRecord) -> FileRecord:
@@ -206,7 +308,7 @@ class Context:
     def worker_died(self, stage: Stage, name: str, exc: BaseException) -> None:
         """A worker loop raised: the file it held fails; its stage may now be dead."""
         self.exited(name)
-        self.ledger.errors.append(f"{name}: {exc}")
+        self.ledger.errors.append(str(exc) if isinstance(exc, FileDeath) else f"{name}: {exc}")
         held = self.ledger.held_by(name)
         if held is not None:
             self.ledger.settle(held, Outcome.FAILED, f"worker crashed: {exc}")
@@ -232,9 +334,35 @@ class Context:
     def alive(self, stage: Stage) -> int:
         return self.crew.alive(stage)
 
-    def tend(self) -> None:
-        """What every coordinator wait also does: end the grace period when it is over."""
-        self.stop.check_grace()
+    def tend(self, depths: Callable[[], Sequence[int]] | None = None) -> bool:
+        """What every coordinator wait also does, every POLL: end the grace period when it is over,
+        say what a drain waits for (every WAIT_EVERY s).  ``depths`` gives the queues' depths, in
+        stage order.  True once an abort has waited ABORT_BOUND for workers that do not exit: the
+        coordinator stops waiting for them."""
+        stop = self.stop
+        self.notices.flush()  # a notice a signal handler could not write at once
+        stop.check_grace()
+        if stop.word_due():
+            self.notices.notice(self.waiting_for(depths))
+        return stop.overdue()
+
+    def waiting_for(self, depths: Callable[[], Sequence[int]] | None = None) -> str:
+        """``⏳ draining for 5 s (SIGTERM; aborting in 25 s): waiting for 2 files - file_100.pdf in
+        S3-Worker-1 (5.0 s), ...; 3 queued``: what a stopping run waits for, in one line."""
+        held = self.ledger.held()
+        parts = []
+        for worker, record in held[:NAMED]:
+            clock = self.timeline.workers.get(worker)
+            since = f" ({clock.holding_for():.1f} s)" if clock is not None else ""
+            parts.append(f"{record.name} in {worker}{since}")
+        if len(held) > NAMED:
+            parts.append(f"{len(held) - NAMED} more")
+        what = f"{len(held)} file{'s' * (len(held) != 1)} - {', '.join(parts)}" if held else "no file in a worker"
+        queued = sum(depths()) if depths is not None else 0
+        extra = f"; {queued} queued" if queued else ""
+        if self._reading:
+            extra += f"; the Dispatcher reading the input ({self._read} records so far)"
+        return f"⏳ {self.stop.phase()}: waiting for {what}{extra}"
 
     def must_drain(self, stage: Stage) -> bool:
         """Whether the coordinator empties ``stage``'s queue now (aborting, or the stage is dead)."""
@@ -246,7 +374,33 @@ class Context:
             self.ledger.settle(message, Outcome.CANCELLED, f"{stage.value} stage dead")
 
     def on_signal(self, name: str) -> None:
+        """A SIGINT/SIGTERM arrived (the variant's handler calls this)."""
         self.stop.on_signal(name)
+
+    def handler(self, reads_here: bool) -> Callable[[int, Any], None]:
+        """The SIGINT/SIGTERM handler a variant installs with ``signal.signal``.  ``reads_here``: the
+        handler runs on the thread that reads the input (one event loop, or no concurrency), so it
+        may end a read that must stop (``interrupt_read``)."""
+
+        def handle(signum: int, frame: Any) -> None:
+            self.on_signal(signal.Signals(signum).name)
+            if reads_here:
+                self.interrupt_read()
+
+        return handle
+
+    def signals_in(self) -> None:
+        """The variant's handlers are installed: replay the signals the command line held before."""
+        for name in take_early():
+            self.on_signal(name)
+
+    def could_not_start(self, stage: Stage, name: str, exc: BaseException) -> None:
+        """A worker could not be started (no thread, no memory left): its stage goes on without it,
+        or, if none of its workers started, is dead (the run then stops cleanly: exit 70)."""
+        self.ledger.errors.append(f"{name} could not start: {exc}")
+        self.notices.notice(f"💥 {name} could not start ({exc}); the run goes on without it")
+        if self.crew.died(stage, exc):
+            self.notices.notice(f"💥 no {stage.value} worker could start: cancelling what is queued, draining the rest")
 
     # Real I/O (--io real) ---------------------------------------------------------------
     def client_options(self) -> dict[str, Any] | None:
@@ -267,6 +421,19 @@ class Context:
 
     # The end -------------------------------------------------------------------------------
     def report(self) -> Report:
+        if not self._admitting and Stage.DISPATCH in self.crew.dead:  # the dispatcher never ran
+            if self.config.input is None:
+                self.ledger.cancel_range(1, self.config.files, "dispatch stage dead")
+            else:
+                self._unread("the dispatcher could not start")
+        for name, clock in self.timeline.workers.items():  # given up ABORT_BOUND after an abort (threads)
+            if clock.exited_at is None:
+                held = self.ledger.held_by(name)
+                what = f" holding {held.name}" if held is not None else ""
+                self.ledger.errors.append(f"{name} did not exit after the abort{what}: given up")
+                self.notices.notice(f"⏹  {name} did not exit after the abort{what}: given up")
+        if self._reading:  # the dispatcher, given up, is still blocked in a read
+            self._unread("the Dispatcher was still reading when it was given up")
         self.ledger.settle_remaining()
         self.timeline.finish()
         stopped_by = self.stop.stopped_by or ("crash" if self.crew.dead else None)
@@ -293,8 +460,11 @@ class Context:
         return None if later is None else f"{later.value} stage dead"
 
     def _cancel_rest(self, items: Iterator[FileRecord | Rejected]) -> None:
+        """The dispatcher stopped early: read the rest of the input to cancel it, unless aborting
+        (or a stream that may never end) - then the rest is unknown, and said so."""
         try:
-            self.ledger.cancel_unadmitted(items, self._dead_reason(Stage.DISPATCH))
+            while (item := self._next_input(items)) is not None:
+                self.ledger.cancel_unadmitted((item,), self._dead_reason(Stage.DISPATCH))
         except InputError as exc:
             self._input_failed(exc)
 

@@ -127,23 +127,35 @@ class Events:
         self.enabled = stream is not None
         self.plain = stream is not None and plain_wanted(stream)
         self.failed: str | None = None  # why a line could not be written, the first time
+        self._deferred: list[str] = []  # lines a signal handler could not write at once
 
     def emit(self, line: str) -> None:
         stream = self._stream
         if stream is None:
             return
+        if self._deferred:
+            self.flush()
         try:
             write(stream, (plain(line) if self.plain else line) + "\n")
         except BrokenPipeError:  # the reader is gone: nobody wants the rest
             self._stream, self.enabled = None, False
-        except RuntimeError:  # a signal handler's line while this thread was mid-write: drop the line
-            pass
+        except RuntimeError:  # a signal handler's line while this thread was mid-write: written later
+            if len(self._deferred) < 100:
+                self._deferred.append(line)
         except (OSError, ValueError) as exc:  # a full disk, a closed descriptor: say so, keep going
             if self.failed is None:
                 self.failed = describe(exc)
                 if stream is not sys.stderr:
                     say(f"{getattr(stream, 'name', 'output')}: event lines cannot be written ({self.failed}); "
                         "the run goes on")
+
+    def flush(self) -> None:
+        """Write the lines a signal handler had to defer (the coordinator's tend calls this)."""
+        if not self._deferred:
+            return
+        lines, self._deferred = self._deferred, []
+        for line in lines:
+            self.emit(line)
 
     # The tutorial's lines -------------------------------------------------------------
     def dispatching(self, record: FileRecord) -> None:

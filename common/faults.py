@@ -5,8 +5,11 @@ Grammar (fields separated by ``:``)::
     s3|api:FILE:raise[:times=K]     the copy/upload of FILE raises (its first K attempts; default every one)
     s3|api:FILE:hang[:times=K]      the call never returns on its own (bounded only by --stage-timeout)
     s3|api:FILE:slow=F[:times=K]    the call takes F times the file's latency (0 <= F <= 1000)
+    s3|api:FILE:die                 the worker that takes FILE dies - a bug, not a per-file error -
+                                    and FILE fails with it (a death tied to a file: deterministic)
     s3|api:worker=W|*:after=N:die   worker W (1-based, or every worker) dies - a bug, not a per-file
-                                    error - when it takes a file after handling N files
+                                    error - when it takes a file after handling N files (a death
+                                    tied to a count: which file it holds depends on scheduling)
     verifier:after=N:crash          the verifier dies when it takes a file after verifying N
 
 FILE is ``id=N`` (the record's id: generated files are ids 1..--files) or, for generated files,
@@ -43,6 +46,11 @@ class InjectedCrash(RuntimeError):
     """Raised by a worker loop (not by per-file work) when a die/crash fault fires."""
 
 
+class FileDeath(InjectedCrash):
+    """``s3|api:id=N:die``: the worker taking file N dies.  Its message names the file, never the
+    worker (which worker takes a file depends on scheduling), so reports compare equal."""
+
+
 @dataclass(frozen=True, slots=True)
 class FileFault:
     kind: str  # raise | hang | slow
@@ -62,6 +70,7 @@ class FaultPlan:
     files: dict[tuple[Stage, int], FileFault] = field(default_factory=dict)
     workers: dict[Stage, list[WorkerFault]] = field(default_factory=dict)
     verifier_after: int | None = None
+    deaths: set[tuple[Stage, int]] = field(default_factory=set)  # (stage, file id): s3|api:FILE:die
     _origin: dict[object, str] = field(default_factory=dict, repr=False)  # what each fault's spec was
 
     @classmethod
@@ -75,9 +84,11 @@ class FaultPlan:
     def check(self, files: int | None, workers: dict[Stage, int]) -> None:
         """Raise ``FaultSpecError`` for a fault that can never fire: ``files`` generated files
         (None: read from --input, count and ids unknown) and ``workers`` per stage."""
-        for (stage, file_id), _ in self.files.items():
+        tied = [((stage, file_id), key) for key in self.files for stage, file_id in [key]]
+        tied += [((stage, file_id), ("die", stage, file_id)) for stage, file_id in self.deaths]
+        for (stage, file_id), origin in tied:
             if files is not None and not 1 <= file_id <= files:
-                spec = self._origin[(stage, file_id)]
+                spec = self._origin[origin]
                 names = f"file_{FIRST_NAME_NUMBER}.pdf" + (f"..{file_name(files)}" if files > 1 else "")
                 raise FaultSpecError(f"fault {spec!r} can never fire: " + (
                     "--files 0 generates no file" if files == 0 else
@@ -121,6 +132,13 @@ class FaultPlan:
         if len(chosen) != 1:
             raise FaultSpecError(f"fault {spec!r}: needs id=N, name=NAME or worker=W" if not chosen else
                                  f"fault {spec!r}: id= or name=, not both")
+        if "die" in fields:  # a death tied to a file
+            _expect(spec, fields, {chosen[0], "die"}, {chosen[0], "die"})
+            death = (stage, _int(spec, fields["id"], "id", high=MAX_ID) if chosen[0] == "id"
+                     else _generated_id(spec, fields["name"], generated))
+            self.deaths.add(death)
+            self._origin[("die", *death)] = spec
+            return
         kinds = [k for k in FILE_ACTIONS if k in fields]
         if len(kinds) != 1:
             raise FaultSpecError(f"fault {spec!r}: needs exactly one of raise, hang, slow=F")
@@ -154,6 +172,10 @@ class FaultPlan:
             if (fault.worker is None or fault.worker == worker) and handled >= fault.after:
                 return True
         return False
+
+    def dies_on(self, stage: Stage, file_id: int) -> bool:
+        """Whether the worker of ``stage`` that takes file ``file_id`` dies (``id=N:die``)."""
+        return (stage, file_id) in self.deaths
 
     def verifier_crashes(self, verified: int) -> bool:
         return self.verifier_after is not None and verified >= self.verifier_after

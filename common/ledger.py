@@ -15,9 +15,11 @@ from typing import Any, Iterable
 from .model import FileRecord, Outcome, Rejected, Stage, Status
 from .report import Report
 from .timing import Timeline
+from .workload import file_name
 
 _MOD = 1 << 256
 REJECTED_SHOWN = 10  # rejected records whose reason the report keeps (the rest are only counted)
+DETAILS_RANGE = 1_000_000  # --details lists at most this many files of one not-dispatched range
 _TEXT: dict[Outcome | Stage | None, str] = {member: member.value for enum in (Outcome, Stage) for member in enum}  # .value is slow on the hot path
 _TEXT[None] = ""
 
@@ -26,6 +28,46 @@ def outcome_line(record: FileRecord, outcome: Outcome) -> str:
     """One file's outcome, canonically: what the digest is made of."""
     return (f"{record.id}\t{record.name}\t{_TEXT[outcome]}\t{record.dest_key or ''}\t{_TEXT[record.failed_stage]}\t"
             f"{record.error or ''}\t{record.s3_attempts}\t{record.api_attempts}\t{_TEXT[record.last_stage]}")
+
+
+def _word(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest(), "big")
+
+
+# A generated file cancelled before any stage started it (the not-dispatched remainder of a stopped
+# run) adds base(error) + A*id + B*id^2 + C*id^3 to the digest instead of its line's SHA-256: the
+# same value whichever way it was cancelled, and a range of ids sums in closed form, so a trillion
+# not-dispatched files are counted, never looped over.  Still a function of the outcome line alone.
+_A, _B, _C = (_word(f"pillpipe: never-started file, power {k}") for k in (1, 2, 3))
+_BASES: dict[str | None, int] = {}
+
+
+def _base(error: str | None) -> int:
+    base = _BASES.get(error)
+    if base is None:
+        base = _word(f"cancelled\t{error or ''}")
+        if len(_BASES) < 64:
+            _BASES[error] = base
+    return base
+
+
+def _power_sums(n: int) -> tuple[int, int, int]:
+    """Sums of i, i^2 and i^3 for i in 1..n."""
+    s1 = n * (n + 1) // 2
+    return s1, n * (n + 1) * (2 * n + 1) // 6, s1 * s1
+
+
+def never_started_term(first: int, last: int, error: str | None) -> int:
+    """The digest terms of generated files ``first..last`` cancelled before dispatch, summed."""
+    (a1, a2, a3), (b1, b2, b3) = _power_sums(first - 1), _power_sums(last)
+    return (last - first + 1) * _base(error) + _A * (b1 - a1) + _B * (b2 - a2) + _C * (b3 - a3)
+
+
+def _never_started(record: FileRecord) -> bool:
+    """A generated file cancelled before any stage touched it (its outcome line says only id and error)."""
+    return (record.s3_attempts == 0 and record.api_attempts == 0 and record.dest_key is None
+            and record.failed_stage is None and record.last_stage is Stage.DISPATCH and record.id > 0
+            and record.name == file_name(record.id))
 
 
 def rejected_line(rejected: Rejected) -> str:
@@ -72,6 +114,26 @@ class Ledger:
             with self._lock:
                 self._terminal(record, Outcome.CANCELLED)
 
+    def cancel_range(self, first: int, last: int, error: str | None = None) -> None:
+        """Generated files ``first..last``, never dispatched because of a shutdown or a dead stage,
+        end cancelled: counted in one step (no record is made), whatever their number.  With
+        ``--details`` each is listed, up to ``DETAILS_RANGE`` (the rest is said in ``errors``)."""
+        count = last - first + 1
+        if count <= 0:
+            return
+        with self._lock:
+            self._counts[Outcome.CANCELLED] += count
+            self._digest += never_started_term(first, last, error)
+            if self._details is not None:
+                listed = min(count, DETAILS_RANGE)
+                self._details.extend(
+                    {"id": i, "name": file_name(i), "outcome": "cancelled", "dest_key": None, "failed_stage": None,
+                     "error": error, "s3_attempts": 0, "api_attempts": 0, "last_stage": "dispatch"}
+                    for i in range(first, first + listed))
+                if listed < count:
+                    self.errors.append(f"--details: files {first + listed}..{last} (cancelled, never dispatched) "
+                                       "are counted but not listed")
+
     # Terminal states -----------------------------------------------------------------
     def verify(self, record: FileRecord) -> Outcome:
         """The verifier's verdict on a record that reached it."""
@@ -113,8 +175,16 @@ class Ledger:
     def held_by(self, worker: str) -> FileRecord | None:
         return self._held.get(worker)
 
+    def held(self) -> list[tuple[str, FileRecord]]:
+        """(worker, file) for every file a worker holds now; safe to call from another thread."""
+        return list(self._held.items())
+
     def in_flight(self) -> int:
         return len(self._in_flight)
+
+    def settled(self) -> int:
+        """How many files have reached a terminal state so far (a progress view's count)."""
+        return sum(self._counts.values())
 
     def _terminal(self, record: FileRecord, outcome: Outcome) -> None:
         detail = None
@@ -123,6 +193,12 @@ class Ledger:
                       "failed_stage": record.failed_stage.value if record.failed_stage else None,
                       "error": record.error, "s3_attempts": record.s3_attempts, "api_attempts": record.api_attempts,
                       "last_stage": record.last_stage.value}
+        if outcome is Outcome.CANCELLED and _never_started(record):
+            self._counts[outcome] += 1
+            self._digest += never_started_term(record.id, record.id, record.error)
+            if detail is not None and self._details is not None:
+                self._details.append(detail)
+            return
         self._count(outcome, outcome_line(record, outcome), detail)
 
     def _count(self, outcome: Outcome, line: str, detail: dict[str, Any] | None) -> None:

@@ -1,65 +1,118 @@
 """The plain sequential reference: the shared stage logic with no concurrency at all.
 
 One file at a time through copy, upload and verify.  It is what concurrency is measured
-against, and the report every variant must equal.
+against, and the report every variant must equal - so it keeps the same contracts:
+
+- **Signals**: the first SIGINT/SIGTERM drains (the file in flight finishes, the rest is
+  cancelled), a second one - or the end of the grace, 30 s by default for SIGTERM - aborts (the
+  file in flight ends aborted); always a report, exit 130/143, never a traceback.  Its waits
+  sleep in slices of ``POLL``, so an abort ends one within a slice.
+- **Worker deaths**: one worker per stage at a time, but as many as the flags say in all: when
+  one dies (an injected fault), the next takes over, as a sibling does in the concurrent
+  variants; the stage is dead when all of them are.
 """
 from __future__ import annotations
 
-import dataclasses
+import signal
 import time
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 from .config import Config
-from .context import Context
+from .context import POLL, Context
 from .model import FileRecord, Stage
 from .report import Report
 from .stages import HANG, StagePlan, Steps, api_upload, s3_copy
 from .timing import WorkerClock
 
 VARIANT = "sequential"
+HANDLES_SIGNALS = True  # installs its own SIGINT/SIGTERM handlers for the whole run
 STEPS: dict[Stage, Callable[[FileRecord, StagePlan, str], Steps]] = {Stage.S3: s3_copy, Stage.API: api_upload}
+TEND_EVERY = 64  # files between two looks at the stop (and the progress view) when nothing waits
+
+
+class Aborted(BaseException):
+    """The run is aborting: leave the file in flight where it is (it ends aborted).  Not an
+    Exception, so a worker death's handler never takes it for one."""
 
 
 def run(config: Config) -> Report:
-    # one worker per stage, whatever the flags say (they shape only the concurrent variants)
-    ctx = Context(dataclasses.replace(config, s3_workers=1, api_workers=1), VARIANT)
-    crew = [ctx.worker(stage) for stage in Stage]
-    try:
-        for record in ctx.admitted():
-            if _through_stages(ctx, crew[1:3], record):
-                _verify(ctx, crew[3], record)
-    except KeyboardInterrupt:
-        ctx.on_signal("SIGINT")
-    for me in crew:
-        ctx.check_out(me)
-        ctx.exited(me.name)
+    ctx = Context(config, VARIANT)
+    crew = {stage: ctx.worker(stage) for stage in Stage}  # the current worker of each stage
+    with _signals(ctx):
+        admitted = ctx.admitted()
+        try:
+            for n, record in enumerate(admitted):
+                if _through_stages(ctx, crew, record):
+                    _verify(ctx, crew[Stage.VERIFY], record)
+                if n % TEND_EVERY == 0:
+                    ctx.tend()
+        except Aborted:
+            pass
+        finally:
+            admitted.close()
+    for me in crew.values():
+        if me.exited_at is None:
+            ctx.check_out(me)
+            ctx.exited(me.name)
     return ctx.report()
 
 
-def _through_stages(ctx: Context, workers: list[WorkerClock], record: FileRecord) -> bool:
+def _through_stages(ctx: Context, crew: dict[Stage, WorkerClock], record: FileRecord) -> bool:
     """Copy then upload one file; False when it must not reach the verifier (cancelled because a
-    stage is dead, or held by the worker that just died)."""
-    for me in workers:
+    stage is dead, or held by the worker that just died - the stage's next worker takes over)."""
+    for stage in (Stage.S3, Stage.API):
+        me = crew[stage]
         try:
             if not ctx.take(me, record):
                 return False
-            _wait_through(STEPS[me.stage](record, ctx.plan, me.name))
+            _wait_through(ctx, STEPS[stage](record, ctx.plan, me.name))
             ctx.release(me, record)
-        except Exception as exc:  # an injected worker death: the only worker of its stage
-            ctx.worker_died(me.stage, me.name, exc)
+        except Exception as exc:  # an injected worker death
+            ctx.worker_died(stage, me.name, exc)
+            if ctx.alive(stage):
+                crew[stage] = ctx.worker(stage, me.index + 1)
             return False
     return True
 
 
 def _verify(ctx: Context, me: WorkerClock, record: FileRecord) -> None:
     try:
-        _wait_through(ctx.verify(me, record))
+        _wait_through(ctx, ctx.verify(me, record))
     except Exception as exc:  # an injected verifier crash: the only verifier
         ctx.worker_died(Stage.VERIFY, me.name, exc)
 
 
-def _wait_through(steps: Steps) -> None:
+def _wait_through(ctx: Context, steps: Steps) -> None:
+    """Sleep each wait in slices of POLL, looking at the stop between them: an abort ends a wait
+    within a slice (``Aborted``); the grace and the "waiting for" lines are kept meanwhile."""
     for delay in steps.waits():
-        while delay == HANG:
-            time.sleep(3600)
-        time.sleep(delay)
+        end = time.monotonic() + delay if delay != HANG else float("inf")
+        while True:
+            if ctx.aborting:
+                raise Aborted
+            left = end - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(left, POLL))
+            ctx.tend()
+
+
+@contextmanager
+def _signals(ctx: Context) -> Iterator[None]:
+    """Install SIGINT/SIGTERM handlers for the run (even if SIGINT was ignored), replay a signal
+    the command line held before they were in, restore the old ones after.  The handler runs on
+    the one thread there is: it can end a read of the input that must stop (a pipe that stays
+    silent)."""
+    handled = (signal.SIGINT, signal.SIGTERM)
+    try:
+        previous = {sig: signal.signal(sig, ctx.handler(reads_here=True)) for sig in handled}
+    except ValueError:  # not the main thread: signals are not ours to handle
+        yield
+        return
+    ctx.signals_in()
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

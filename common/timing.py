@@ -37,6 +37,10 @@ class WorkerClock:
             start = self._timeline.start
             spans.append((self.name, self.stage.value, record.id, self._began - start, now - start))
 
+    def holding_for(self) -> float:
+        """Seconds since this worker took the file it holds (a drain's "waiting for" line)."""
+        return time.perf_counter() - self._began
+
     def pill(self) -> None:
         self.pill_at = self._timeline.now()
 

@@ -66,12 +66,25 @@ def test_no_thread_is_left_behind():
 
 @pytest.mark.parametrize("fault, processed", [("api:worker=*:after=2:die", 2), ("s3:worker=*:after=3:die", 3),
                                               ("verifier:after=4:crash", 4)])
-def test_sequential_reference_dies_once_and_cancels_the_rest(fault, processed):
-    """The reference has one worker per stage: its death ends that stage, whatever --api-workers says."""
+def test_sequential_reference_with_one_worker_per_stage_dies_once_and_cancels_the_rest(fault, processed):
     from pillpipe.common.context import WorkerCrashes
 
     with pytest.raises(WorkerCrashes) as caught:
-        run_sequential(fast(files=10, api_workers=5, faults=(fault,)))
+        run_sequential(fast(files=10, s3_workers=1, api_workers=1, faults=(fault,)))
     report = caught.value.report
     assert (report.processed, report.success, report.failed, report.cancelled) == (processed, processed, 1, 9 - processed)
     assert report.stopped_by == "crash" and len(report.errors) == 1
+
+
+def test_sequential_reference_hands_a_dead_workers_stage_to_the_next_worker():
+    """As a sibling takes over in the concurrent variants, the reference's next API worker takes
+    over when one dies: with 5 API workers dying after 2 files each, 10 files see three deaths
+    (files 3, 6, 9) and the stage lives on."""
+    from pillpipe.common.context import WorkerCrashes
+
+    with pytest.raises(WorkerCrashes) as caught:
+        run_sequential(fast(files=10, api_workers=5, faults=("api:worker=*:after=2:die",), details=True))
+    report = caught.value.report
+    assert (report.processed, report.success, report.failed, report.cancelled) == (7, 7, 3, 0)
+    assert [f["id"] for f in report.files if f["outcome"] == "failed"] == [3, 6, 9]
+    assert report.stopped_by is None and len(report.errors) == 3

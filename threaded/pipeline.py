@@ -175,10 +175,15 @@ def run(config: Config) -> Report:
 
 # The concurrency primitives ----------------------------------------------------------------
 def _start(ctx: Context, stage: Stage, index: int, target: Callable[[*Args], None], *args: *Args) -> Worker:
+    """Start a worker thread; one that cannot start (no thread left: ``ulimit -u``, ``-v``) is a
+    worker that never lived - its stage goes on without it, or is dead - never a traceback."""
     name = worker_name(stage, index)
     worker = Worker(target=_guarded, args=(ctx, stage, name, target, args), name=name, daemon=True)
-    worker.start()
-    return worker
+    try:
+        worker.start()
+    except (RuntimeError, MemoryError) as exc:  # "can't start new thread"
+        ctx.could_not_start(stage, name, exc)
+    return worker  # never started: is_alive() is False, so no wait ever waits for it
 
 
 def _guarded(ctx: Context, stage: Stage, name: str, target: Callable[[*Args], None], args: tuple[*Args]) -> None:
@@ -307,13 +312,15 @@ def _join(workers: list[Worker], tend: Callable[[], None]) -> None:
     for worker in workers:
         while worker.is_alive():
             worker.join(POLL)
-            tend()
+            if tend():  # an abort has waited ABORT_BOUND: a thread stuck in a call nothing wakes is given up
+                return
     tend()
 
 
-def _tend(ctx: Context, queues: list[Queue], stages: list[list[Worker]]) -> None:
-    """Look at the grace period; empty the queue of a dead stage; on an abort, pill the idle."""
-    ctx.tend()
+def _tend(ctx: Context, queues: list[Queue], stages: list[list[Worker]]) -> bool:
+    """Look at the grace period; empty the queue of a dead stage; on an abort, pill the idle.
+    True once the abort has waited long enough for workers that do not exit."""
+    overdue = ctx.tend(partial(_depths, queues))
     for queue_, stage, consumers in zip(queues, list(Stage)[1:], stages[1:]):
         if ctx.must_drain(stage):
             _drain(ctx, queue_, stage)
@@ -323,6 +330,7 @@ def _tend(ctx: Context, queues: list[Queue], stages: list[list[Worker]]) -> None
                     queue_.put_nowait(PILL)
                 except queue.Full:
                     break
+    return overdue
 
 
 def _drain(ctx: Context, queue_: Queue, stage: Stage) -> None:
@@ -333,15 +341,22 @@ def _drain(ctx: Context, queue_: Queue, stage: Stage) -> None:
             return
 
 
+def _depths(queues: list[Queue]) -> list[int]:
+    """How many messages wait in each queue, in stage order (the drain's line, the progress view)."""
+    return [queue_.qsize() for queue_ in queues]
+
+
 @contextmanager
 def _signals(ctx: Context) -> Iterator[None]:
-    """Install SIGINT/SIGTERM handlers before any worker starts (even if SIGINT was ignored)."""
+    """Install SIGINT/SIGTERM handlers before any worker starts (even if SIGINT was ignored), then
+    replay a signal the command line held before they were in.  The handler runs on the main
+    thread, the coordinator's: the dispatcher's reads happen elsewhere (an abort gives it up)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     handled = (signal.SIGINT, signal.SIGTERM)
-    previous = {sig: signal.signal(sig, lambda signum, frame: ctx.on_signal(signal.Signals(signum).name))
-                for sig in handled}
+    previous = {sig: signal.signal(sig, ctx.handler(reads_here=False)) for sig in handled}
+    ctx.signals_in()
     try:
         yield
     finally:

@@ -1,0 +1,317 @@
+"""Every run stops, in bounded time, saying what it waits for - in every model and the sequential
+reference.  The program runs as a subprocess (``python -m pillpipe run VARIANT``); every test
+waits for a line the program prints before it signals it (no blind sleeps), asserts the exit
+code and the report, and bounds every wait (a hang fails the test instead of hanging the suite).
+
+The bounds under test are stated in ``common/stop.py``: a SIGTERM drains for 30 s by default,
+then aborts; a drain says what it waits for every 3 s; an abort gives up a worker stuck for 5 s.
+"""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import random
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from pillpipe.common import stop as stop_module
+from pillpipe.common.ledger import Ledger, never_started_term
+from pillpipe.common.model import FileRecord, Outcome
+from pillpipe.common.stop import ABORT_BOUND, DEFAULT_GRACE, WAIT_EVERY
+from pillpipe.common.workload import file_name
+
+from .conftest import RUNS, ROOT, fast, run_sequential
+
+pytestmark = pytest.mark.timeout(120)
+
+VARIANTS = ("threaded", "asyncio", "anyio", "sequential")
+EVERY_RUN = {**RUNS, "sequential": run_sequential}
+DRAINING = "draining - no new files"
+ABORTING = "aborting - files in flight are marked aborted"
+
+
+@pytest.fixture(params=VARIANTS)
+def model(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+class Child:
+    """``python -m pillpipe run VARIANT --json [--details] ARGS``: stderr read line by line by a
+    thread, stdout (the JSON report) by another."""
+
+    def __init__(self, variant: str, *args: str, details: bool = True, **popen) -> None:
+        env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
+        command = [sys.executable, "-m", "pillpipe", "run", variant, "--json", *(["--details"] * details), *args]
+        self.proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env=env, **popen)
+        self.seen: list[str] = []
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.out: list[str] = []
+        self.readers = [threading.Thread(target=self._pump, daemon=True),
+                        threading.Thread(target=lambda: self.out.append(self.proc.stdout.read()), daemon=True)]
+        for reader in self.readers:
+            reader.start()
+
+    def _pump(self) -> None:
+        for line in self.proc.stderr:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def wait_for(self, marker: str, timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                self.kill()
+                raise AssertionError(f"no {marker!r} within {timeout}s; printed:\n{self.tail()}") from None
+            if line is None:
+                raise AssertionError(f"ended without printing {marker!r}; printed:\n{self.tail()}")
+            self.seen.append(line)
+            if marker in line:
+                return line
+
+    def tail(self) -> str:
+        return "".join(self.seen[-40:])
+
+    def send(self, sig: signal.Signals) -> None:
+        self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        """A hang is the bug under test: the child is ended so the suite goes on (the test fails)."""
+        self.proc.kill()
+
+    def finish(self, timeout: float = 30) -> tuple[int, dict, str, float]:
+        """Wait for the exit; (code, report, stderr, seconds waited).  ``timeout`` is a hang guard."""
+        start = time.monotonic()
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"hung for {timeout}s; printed:\n{self.tail()}") from None
+        waited = time.monotonic() - start
+        for reader in self.readers:
+            reader.join(timeout=30)
+        while (line := self.lines.get(timeout=10)) is not None:
+            self.seen.append(line)
+        err = "".join(self.seen)
+        assert "Traceback" not in err, err[-3000:]
+        return code, json.loads(self.out[0]), err, waited
+
+
+def outcomes(report: dict) -> dict[int, str]:
+    return {f["id"]: f["outcome"] for f in report["files"]}
+
+
+def check(report: dict) -> None:
+    """The counts add up: every file in exactly one terminal state."""
+    total = sum(report[k] for k in ("success", "failed", "cancelled", "aborted", "invalid", "duplicate"))
+    assert report["expected"] == total
+    if "files" in report:
+        assert len(report["files"]) == total == len({f["id"] for f in report["files"]})
+
+
+# Bounded stop by default (issue 9, item 3) ------------------------------------------------------
+def test_sigterm_drains_with_a_default_grace_and_says_what_it_waits_for(model):
+    """The reproducer was ``timeout 30 pillpipe run threaded --fault s3:id=1:hang``: a SIGTERM drained
+    forever, silently.  Now it drains for 30 s (said in the first line), says every 3 s which file
+    it waits for in which worker and for how long, and a second signal aborts it."""
+    child = Child(model, "--files", "6", "--time-scale", "0.02", "--fault", "api:id=1:hang")
+    child.wait_for("stored file [file_100.pdf]")  # file 1 now hangs in its upload
+    child.send(signal.SIGTERM)
+    assert f"(again to abort, or after {DEFAULT_GRACE:g}s)" in child.wait_for(DRAINING)
+    waiting = child.wait_for("⏳ draining for", timeout=WAIT_EVERY + 20)
+    assert "(SIGTERM; aborting in 2" in waiting  # ~27 s of the 30 s grace left
+    assert "waiting for 1 file - file_100.pdf in API-Worker-" in waiting and " s)" in waiting
+    child.send(signal.SIGTERM)
+    code, report, err, _ = child.finish()
+    assert code == 143 and report["stopped_by"] == "SIGTERM"
+    check(report)
+    assert outcomes(report)[1] == "aborted" and "second SIGTERM: " + ABORTING in err
+
+
+def test_sigint_has_no_default_grace(model):
+    child = Child(model, "--files", "6", "--time-scale", "0.02", "--fault", "s3:id=1:hang")
+    child.wait_for("copy file file_100.pdf")
+    child.send(signal.SIGINT)
+    assert child.wait_for(DRAINING).rstrip().endswith("(again to abort)")
+    child.send(signal.SIGINT)
+    code, report, err, _ = child.finish()
+    assert code == 130 and outcomes(report)[1] == "aborted" and "second SIGINT" in err
+
+
+def test_the_grace_ends_a_drain_that_waits_for_a_hung_call(model):
+    child = Child(model, "--files", "6", "--time-scale", "0.02", "--fault", "s3:id=1:hang", "--shutdown-grace", "0.5")
+    child.wait_for("copy file file_100.pdf")
+    child.send(signal.SIGTERM)
+    code, report, err, _ = child.finish()
+    assert code == 143 and "shutdown grace expired: " + ABORTING in err
+    check(report)
+    assert outcomes(report)[1] == "aborted"
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_the_waiting_line_names_files_workers_and_durations(name, monkeypatch, capfd):
+    """In-process, with the line due every 50 ms: the first copy done sends this process SIGINT;
+    the drain then waits for file 1, hung in its upload, and says so; the line that names it
+    there triggers the abort."""
+    monkeypatch.setattr(stop_module, "WAIT_EVERY", 0.05)
+    from pillpipe.common.context import Context
+
+    lines: list[str] = []
+    original = Context.waiting_for
+
+    def waiting_for(self, depths=None):
+        line = original(self, depths)
+        lines.append(line)
+        if "file_100.pdf in API-Worker-" in line:
+            self.on_signal("SIGINT")  # the second signal: abort
+        return line
+
+    monkeypatch.setattr(Context, "waiting_for", waiting_for)
+    original_release = Ledger.release
+
+    def release(self, worker):
+        if not lines and not getattr(self, "_signalled", False):
+            self._signalled = True
+            os.kill(os.getpid(), signal.SIGINT)
+        return original_release(self, worker)
+
+    monkeypatch.setattr(Ledger, "release", release)
+    report = EVERY_RUN[name](fast(files=6, time_scale=0.02, faults=("api:id=1:hang",), details=True))
+    assert report.stopped_by == "SIGINT" and {f["id"]: f["outcome"] for f in report.files}[1] == "aborted"
+    named = [line for line in lines if "file_100.pdf in API-Worker-" in line]
+    assert named and named[0].startswith("⏳ draining for") and "(SIGINT)" in named[0]
+    assert re.search(r"file_100\.pdf in API-Worker-\d \(\d+\.\d s\)", named[0])  # for how long
+    assert "⏳ draining for" in capfd.readouterr().err
+
+
+# A second signal ends any run (issue 10, class 3) ------------------------------------------------
+def test_a_drain_counts_a_billion_files_it_never_dispatched(model):
+    """The rest of a run of 10^9 generated files is counted in one step, not cancelled one by one."""
+    child = Child(model, "--files", "1000000000", "--time-scale", "0.01", details=False)
+    child.wait_for("✓ Verified")
+    child.send(signal.SIGINT)
+    code, report, err, _ = child.finish(timeout=30)
+    assert code == 130 and report["expected"] == 10**9
+    check(report)
+    assert report["cancelled"] >= 10**9 - 10**6 and report["aborted"] == 0 and DRAINING in err
+
+
+def test_unbounded_queues_at_zero_latency_still_take_a_signal(model):
+    """asyncio's unbounded put never yields (CPython gh-87285): the dispatcher used to run the whole
+    run ahead in one step, deaf to SIGINT.  Now a signal drains it at once, in every model."""
+    child = Child(model, "--files", "1000000000", "--time-scale", "0", details=False)
+    child.wait_for("✓ Verified")
+    child.send(signal.SIGINT)
+    child.wait_for(DRAINING, timeout=10)
+    code, report, err, _ = child.finish(timeout=30)
+    assert code == 130 and report["expected"] == 10**9 and report["cancelled"] > 10**9 - 10**7
+    check(report)
+
+
+def test_the_digest_of_a_counted_range_equals_the_files_cancelled_one_by_one():
+    one_by_one, counted = Ledger(), Ledger()
+    for i in range(3, 41):
+        one_by_one.settle_remaining()
+        one_by_one.cancel_unadmitted([FileRecord(i, file_name(i))], "s3 stage dead")
+    counted.cancel_range(3, 40, "s3 stage dead")
+    a, b = (ledger.report("x", _timeline()) for ledger in (one_by_one, counted))
+    assert a == b and a.cancelled == 38
+    other = Ledger()
+    other.cancel_range(3, 39, "s3 stage dead")
+    other.cancel_unadmitted([FileRecord(41, file_name(41))], "s3 stage dead")  # a different set, same count
+    assert other.report("x", _timeline()) != a
+    assert never_started_term(1, 10**12, None) > 0  # a trillion, in closed form
+
+
+def _timeline():
+    from pillpipe.common.timing import Timeline
+
+    return Timeline()
+
+
+def test_a_silent_fifo_ends_on_the_second_signal(model, tmp_path):
+    """``--input`` a FIFO whose writer stays open and silent: the dispatcher blocks in a read.  The
+    event loop's models end that read from the signal handler itself (a drain does not wait for a
+    stream that may never end); threads cannot be woken, so the abort gives the dispatcher up after
+    ABORT_BOUND.  Either way: a report, the rest of the input said to be unknown."""
+    fifo = tmp_path / "records.jsonl"
+    os.mkfifo(fifo)
+    writer = os.open(fifo, os.O_RDWR)  # holds the FIFO open (never blocks, never consumed by a check)
+    try:
+        os.write(writer, b'{"id": 1, "name": "a.pdf"}\n{"id": 2, "name": "b.pdf"}\n')
+        child = Child(model, "--input", str(fifo), "--time-scale", "0.01")
+        child.wait_for("dispatching file b.pdf")
+        child.send(signal.SIGINT)
+        child.wait_for(DRAINING)
+        if child.proc.poll() is None:
+            child.send(signal.SIGINT)
+        code, report, err, waited = child.finish(timeout=ABORT_BOUND + 25)
+    finally:
+        os.close(writer)
+    assert code == 130 and report["expected"] == 2
+    check(report)
+    assert any(e.startswith("input not read to its end") for e in report["errors"]), report["errors"]
+
+
+def test_dev_zero_ends_on_signals(model):
+    from pillpipe.common import source
+
+    if not hasattr(source, "MAX_LINE"):
+        pytest.skip("reading /dev/zero is bounded once the input hardening lands (common/source.py MAX_LINE)")
+    child = Child(model, "--input", "/dev/zero")
+    child.wait_for("")  # the first line said about it (a rejected line, or that it cannot be read)
+    for _ in range(2):
+        if child.proc.poll() is None:
+            child.send(signal.SIGINT)
+    code, report, err, _ = child.finish(timeout=ABORT_BOUND + 25)
+    assert code in (130, 1) and report["expected"] == report["invalid"] + report["cancelled"]
+
+
+# Signals in the start-up window (issue 10, class 4) ----------------------------------------------
+@pytest.mark.parametrize("name", VARIANTS)
+def test_a_signal_held_before_the_handlers_are_in_is_replayed(name):
+    """The command line holds a signal that arrives before the run's handlers are in; the run
+    replays it once they are: it drains from the start."""
+    stop_module.hold_early("SIGTERM")
+    report = EVERY_RUN[name](fast(files=20, time_scale=0.01))
+    assert report.stopped_by == "SIGTERM" and report.cancelled == 20 == report.expected
+    assert stop_module.EARLY == []
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_a_signal_at_any_instant_after_start_up_is_honoured(name):
+    """Signals at random instants from the first moments of the process on: each is either too
+    early (the process dies of it before the command line holds signals: no report at all), or
+    honoured (exit 143, the report says SIGTERM), or too late (the run was over: said on stderr).
+    Never a run that completes as if nothing happened."""
+    rng = random.Random(f"startup-{name}")
+    for _ in range(5):
+        child = Child(name, "--files", "8", "--time-scale", "0.02", details=False)
+        if rng.random() < 0.5:
+            child.wait_for("")  # half of them once it has printed its first line
+        time.sleep(rng.uniform(0, 0.15))  # the instant is what this test draws
+        child.send(signal.SIGTERM)
+        code = child.proc.wait(timeout=60)
+        for reader in child.readers:
+            reader.join(timeout=10)
+        while (line := child.lines.get(timeout=10)) is not None:
+            child.seen.append(line)
+        err = "".join(child.seen)
+        if code == -signal.SIGTERM:
+            assert child.out == [""] or child.out[0] == "", "killed by the signal after a report was written"
+            continue
+        assert "Traceback" not in err, err
+        report = json.loads(child.out[0])
+        if code == 143:
+            assert report["stopped_by"] == "SIGTERM"
+        else:
+            assert code == 0 and "SIGTERM arrived outside the run: ignored" in err, (code, err)
