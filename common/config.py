@@ -66,6 +66,7 @@ class Config:
     tls: bool = False  # the embedded services serve https (a certificate made for the run)
     ca_file: str | None = None  # a CA to trust for https endpoints of yours
     endpoints: Endpoints | None = field(default=None, repr=False, compare=False)  # set by a launcher, not a flag
+    progress: str = "auto"  # the live progress view on stderr: auto, on, off (common/progress.py)
     fault_plan: FaultPlan = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -106,6 +107,8 @@ class Config:
             raise UsageError(f"--shutdown must be one of {', '.join(STRATEGIES)} (got {self.shutdown})")
         if self.loop not in LOOPS:
             raise UsageError(f"--loop must be one of {', '.join(LOOPS)} (got {self.loop})")
+        if self.progress not in PROGRESS:
+            raise UsageError(f"--progress must be one of {', '.join(PROGRESS)} (got {self.progress})")
         if self.backend not in BACKENDS:
             raise UsageError(f"--backend must be one of {', '.join(BACKENDS)} (got {self.backend})")
         if self.backend == "trio" and importlib.util.find_spec("trio") is None:
@@ -169,6 +172,7 @@ REAL_MODULES = ("boto3", "aiobotocore", "aiohttp", "httpx2")  # what the real ex
 MAX_POOL = 1_000_000  # --pool, like the workers
 BACKENDS = ("asyncio", "trio")  # event loops the anyio variant runs on
 LOOPS = ("asyncio", "uvloop")  # event loops the asyncio variant runs on
+PROGRESS = ("auto", "on", "off")  # --progress (common/progress.py)
 
 # The flags that shape one concurrency model only: flag -> the variants it applies to.  A value other
 # than the default on any other variant is a usage error (``applicable``): one rule for all of them.
@@ -339,9 +343,15 @@ ranges (a value outside is a usage error): --files 0..10^9, --seed 0..2^64-1,
   --stage-timeout/--shutdown-grace above 0, at most 86400 s.
 
 exit codes: 0 every file succeeded, 1 some file did not, 2 bad usage, 69 the embedded services
-for real I/O did not start, 70 internal error (a stage died), 74 the report could not be written
-to stdout (said on stderr, with the run's own code), 130 SIGINT, 143 SIGTERM.  First Ctrl-C
-drains (files already started finish, the rest are cancelled); a second one aborts.
+for real I/O did not start, 70 internal error (a stage died, or no worker of a stage could
+start), 74 the report could not be written to stdout (said on stderr, with the run's own code),
+130 SIGINT, 143 SIGTERM.
+
+stopping: the first SIGINT/SIGTERM drains (files already started finish, the rest are
+cancelled); a second one aborts (files in flight end aborted).  A SIGTERM drains for at most
+30 s (--shutdown-grace S sets the grace of both), then aborts.  While it waits, a line every
+3 s says for which files, in which worker, for how long; a worker still stuck 5 s after an
+abort is given up.  Always a report.
 
 output: event lines use emoji markers; plain ASCII ones where stdout cannot encode them, or with
 NO_COLOR set (or TERM=dumb on a terminal).  Nothing depends on stdout being a terminal.
@@ -401,7 +411,8 @@ def build_parser(prog: str, description: str, variant: str | None = None) -> arg
     f.add_argument("--stage-timeout", type=_number, metavar="S",
                    help="real seconds one copy or upload may take before it fails with 'timeout'")
     f.add_argument("--shutdown-grace", type=_number, metavar="S",
-                   help="after the first signal, real seconds to drain before aborting")
+                   help="after the first signal, real seconds to drain before aborting (default: 30 for "
+                        "SIGTERM; SIGINT waits for a second press)")
     f.add_argument("--fault", action="append", default=[], metavar="SPEC", dest="faults",
                    help="inject a fault (see below); repeatable")
     r = p.add_argument_group("real I/O")
@@ -432,6 +443,11 @@ def build_parser(prog: str, description: str, variant: str | None = None) -> arg
     o.add_argument("--details", action="store_true", help="per-file outcomes: a table after the text report, "
                                                          "or a 'files' list in the JSON one")
     o.add_argument("--quiet", action="store_true", help="no event lines (what happens to the run itself - draining, aborting, a dead worker - still goes to stderr)")
+    o.add_argument("--progress", type=_one_of(PROGRESS), default=d.progress, metavar="{auto,on,off}",
+                   help="a live view on stderr (files done/total, files/s, ETA, queues, busy workers, the "
+                        "shutdown phase) when stderr is a terminal; auto: for a long run - more than 200 "
+                        "files, or an --input over 16 KiB or streamed - unless --quiet; it replaces the event "
+                        "lines; richer with the progress extra (default %(default)s)")
     o.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
     return p
 

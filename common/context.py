@@ -23,6 +23,7 @@ from .faults import FileDeath, InjectedCrash
 from .handoff import Hands, hands_for
 from .ledger import Ledger
 from .model import FileRecord, Message, Outcome, Rejected, Stage
+from .progress import Progress, Snapshot, wanted
 from .realio import RealIO, Using
 from .report import Report
 from .shutdown import NEXT, Shutdown
@@ -92,8 +93,11 @@ class Context:
     def __init__(self, config: Config, variant: str, lock: AbstractContextManager[Any] | None = None,
                  wakeup: Wakeup | None = None) -> None:
         self.config, self.variant = config, variant
-        self.events = events_for(config)
-        self.notices = Events(sys.stderr)  # draining, aborting, a dead worker: said even with --quiet
+        self.progress: Progress | None = None  # the live view on stderr (common/progress.py), if shown
+        if wanted(config.progress, config.quiet, config.files, config.input, sys.stderr):
+            self.progress = Progress(sys.stderr, config.files if config.input is None else None)
+        self.events = events_for(config) if self.progress is None else Events(None)  # the view replaces them
+        self.notices = Events(self.progress or sys.stderr)  # draining, aborting, a dead worker: said even with --quiet
         self.io = RealIO(config, lock) if config.io == "real" else None  # real I/O: common/realio.py
         self.plan = config.stage_plan(self.events, self.io)
         self.ledger = Ledger(lock, config.details)
@@ -344,7 +348,24 @@ class Context:
         stop.check_grace()
         if stop.word_due():
             self.notices.notice(self.waiting_for(depths))
+        if self.progress is not None and self.progress.due():
+            self.progress.show(self.snapshot(depths))
         return stop.overdue()
+
+    def snapshot(self, depths: Callable[[], Sequence[int]] | None = None) -> Snapshot:
+        """What the progress view shows now: files done, per stage queued / busy / alive, the phase."""
+        queued = list(depths()) if depths is not None else [0, 0, 0]
+        busy = dict.fromkeys(Stage, 0)
+        for worker, _ in self.ledger.held():
+            clock = self.timeline.workers.get(worker)
+            if clock is not None:
+                busy[clock.stage] += 1
+        stages = tuple((stage.value, depth, busy[stage], self.crew.alive(stage))
+                       for stage, depth in zip(list(Stage)[1:], queued))
+        stopping = self.stop.draining or self.stop.aborting
+        phase = self.waiting_for(depths).removeprefix("⏳ ") if stopping else "running"
+        total = self.config.files if self.config.input is None else None
+        return Snapshot(self.ledger.settled(), total, stages, phase)
 
     def waiting_for(self, depths: Callable[[], Sequence[int]] | None = None) -> str:
         """``⏳ draining for 5 s (SIGTERM; aborting in 25 s): waiting for 2 files - file_100.pdf in
@@ -435,6 +456,8 @@ class Context:
         if self._reading:  # the dispatcher, given up, is still blocked in a read
             self._unread("the Dispatcher was still reading when it was given up")
         self.ledger.settle_remaining()
+        if self.progress is not None:
+            self.progress.close(self.snapshot())
         self.timeline.finish()
         stopped_by = self.stop.stopped_by or ("crash" if self.crew.dead else None)
         report = self.ledger.report(self.variant, self.timeline, stopped_by)

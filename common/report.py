@@ -68,6 +68,9 @@ class Report:
                 lines.append(f"{name.capitalize()}: {getattr(self, name)}")
         if self.stopped_by:
             lines.append(f"Stopped by: {self.stopped_by}")
+        wall = self.timing.get("wall_s")
+        if wall is not None:  # timing apart: equality ignores it, like the JSON report's "timing"
+            lines.append(f"Wall time: {wall:.2f} s")
         lines += [f"Error: {e}" for e in self.errors]
         if self.rejected:
             lines.append("Rejected:")

@@ -28,6 +28,7 @@ implemented side by side on one shared core, with identical reports and a clean 
 EXTRAS = {
     "bench": "pillpipe compare and pillpipe bench (rich, matplotlib)",
     "peers": "pillpipe bench --only peers: the same pipeline on pyper and pypeln",
+    "progress": "the live progress view's rich panel (without it, a plain status line)",
     "trio": "pillpipe run anyio --backend trio",
     "uvloop": "pillpipe run asyncio --loop uvloop",
     "real": "real I/O: the S3 and HTTP clients of every model, pillpipe serve",

@@ -168,6 +168,8 @@ def test_report_block_is_the_tutorials():
     text = Report("threaded", expected=8, processed=8, success=8).format()
     assert text.splitlines() == ["", "=== VERIFICATION REPORT ===", "Expected: 8", "Processed: 8", "Success: 8",
                                  "Failed: 0", "", "=== Pipeline complete ==="]
+    timed = Report("threaded", expected=8, processed=8, success=8, timing={"wall_s": 7.0234}).format()
+    assert timed.splitlines()[6:8] == ["Wall time: 7.02 s", ""]  # the text report's one addition
     extra = Report("threaded", expected=3, processed=1, success=1, cancelled=1, aborted=1).format()
     assert "Cancelled: 1" in extra and "Aborted: 1" in extra and "Invalid" not in extra
 
