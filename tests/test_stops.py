@@ -315,3 +315,57 @@ def test_a_signal_at_any_instant_after_start_up_is_honoured(name):
             assert report["stopped_by"] == "SIGTERM"
         else:
             assert code == 0 and "SIGTERM arrived outside the run: ignored" in err, (code, err)
+
+
+# Threads that cannot start (issue 10, class 5) ---------------------------------------------------
+def _address_space(megabytes: int):
+    """``ulimit -s 65536 -v MEGABYTES`` for the child: each thread reserves a 64 MiB stack, so only a
+    few fit in the address space."""
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_STACK, (64 << 20, 64 << 20))
+        resource.setrlimit(resource.RLIMIT_AS, (megabytes << 20, megabytes << 20))
+
+    return limit
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_out_of_threads_the_run_stops_cleanly_with_a_report(name):
+    """Under ``ulimit -v``, 20 API workers cannot all be threads: the threaded run says what ran out
+    and stops with a report (exit 70, every file in one state); tasks need no thread, so the other
+    models run to the end under the same limit."""
+    done = subprocess.run([sys.executable, "-m", "pillpipe", "run", name, "--files", "50", "--time-scale", "0",
+                           "--quiet", "--json", "--s3-workers", "4", "--api-workers", "20"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, preexec_fn=_address_space(500))
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    check(report)
+    if name != "threaded":
+        assert done.returncode == 0 and report["success"] == 50
+        return
+    assert done.returncode == 70 and report["stopped_by"] == "crash" and report["expected"] == 50
+    assert any(e.endswith("could not start: can't start new thread") for e in report["errors"])
+    assert "could not start (can't start new thread)" in done.stderr
+
+
+def test_a_worker_that_cannot_start_leaves_its_siblings_the_work(monkeypatch):
+    """What could start runs: an S3 thread that cannot start is a worker that never lived."""
+    import threading
+
+    from pillpipe.common.context import WorkerCrashes
+
+    original = threading.Thread.start
+
+    def start(self):
+        if self.name == "S3-Worker-2":
+            raise RuntimeError("can't start new thread")
+        return original(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    with pytest.raises(WorkerCrashes) as caught:
+        RUNS["threaded"](fast(files=40, time_scale=0.001))
+    report = caught.value.report
+    assert report.success == 40 == report.expected and report.stopped_by is None
+    assert report.errors == ["S3-Worker-2 could not start: can't start new thread"]
+    assert "S3-Worker-2" not in report.timing["workers"] and report.timing["stages"]["s3"]["workers"] == 2
