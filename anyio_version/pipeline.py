@@ -231,7 +231,7 @@ async def _check_out(ctx: Context, me: WorkerClock, inbox: Receive | None, outbo
 
 
 async def _end_stream(ctx: Context, stream: Receive, stage: Stage, consumers: list[Worker],
-                      tend: Callable[[], None]) -> None:
+                      tend: Callable[[], bool]) -> None:
     """Nothing to send: ``stage``'s stream ended when its last producer closed its clone.  Note when."""
     ctx.end_stream(stage)
 
@@ -242,7 +242,7 @@ def _close(*ends: object) -> None:
             end.close()
 
 
-async def _join(workers: list[Worker], tend: Callable[[], None]) -> None:
+async def _join(workers: list[Worker], tend: Callable[[], bool]) -> None:
     """Wait for ``workers`` to exit, tending to signals, dead stages and aborts meanwhile."""
     for worker in workers:
         while not worker.done.is_set():

@@ -239,7 +239,7 @@ async def _check_out(ctx: Context, me: WorkerClock, inbox: Queue | None, outbox:
 
 
 async def _end_stream(ctx: Context, queue_: Queue, stage: Stage, consumers: list[Worker],
-                      tend: Callable[[], None]) -> None:
+                      tend: Callable[[], bool]) -> None:
     """End ``stage``'s input stream the run's way; tend while a full queue makes it wait, so a
     consumer that dies meanwhile never leaves a pill that nobody takes."""
     how = ctx.end_stream(stage)
@@ -277,7 +277,7 @@ def _live(workers: list[Worker]) -> int:
     return sum(not worker.done() for worker in workers)
 
 
-async def _join(workers: list[Worker], tend: Callable[[], None]) -> None:
+async def _join(workers: list[Worker], tend: Callable[[], bool]) -> None:
     """Wait for ``workers`` to exit, tending to signals, dead stages and aborts meanwhile.  One at a
     time, as the threads are joined: waiting on all at once would hang a callback on every pending
     task at every poll (10,000 workers: megabytes at shutdown), while one wait lets them all run."""

@@ -14,7 +14,7 @@ import signal
 import stat
 import sys
 from contextlib import AbstractContextManager
-from typing import Any, Callable, Generator, Iterator, Sequence, TypeVarTuple
+from typing import Any, Callable, Generator, Iterator, Sequence, TextIO, TypeVarTuple, cast
 
 from .config import Config
 from .crew import Crew
@@ -97,7 +97,8 @@ class Context:
         if wanted(config.progress, config.quiet, config.files, config.input, sys.stderr):
             self.progress = Progress(sys.stderr, config.files if config.input is None else None)
         self.events = events_for(config) if self.progress is None else Events(None)  # the view replaces them
-        self.notices = Events(self.progress or sys.stderr)  # draining, aborting, a dead worker: said even with --quiet
+        # draining, aborting, a dead worker: said even with --quiet (above the view while it is shown)
+        self.notices = Events(cast(TextIO, self.progress) if self.progress is not None else sys.stderr)
         self.io = RealIO(config, lock) if config.io == "real" else None  # real I/O: common/realio.py
         self.plan = config.stage_plan(self.events, self.io)
         self.ledger = Ledger(lock, config.details)
@@ -141,7 +142,7 @@ class Context:
             return self._generated()
         return self._from_input()
 
-    def _generated(self) -> Iterator[FileRecord]:
+    def _generated(self) -> Generator[FileRecord, None, None]:
         files, last = self.config.files, 0
         items = generate_files(files)
         stop, crew, ledger, events = self.stop, self.crew, self.ledger, self.events
@@ -155,10 +156,9 @@ class Context:
                     events.dispatching(record)
                 yield record
         finally:  # stopped, a stage dead, or closed by an abort: ids last+1..files are counted at once
-            items.close()
             ledger.cancel_range(last + 1, files, self._dead_reason(Stage.DISPATCH))
 
-    def _from_input(self) -> Iterator[FileRecord]:
+    def _from_input(self) -> Generator[FileRecord, None, None]:
         path = self.config.input
         self._stream_input = path == "-" or not os.path.isfile(path)  # type: ignore[arg-type]
         try:  # opening a FIFO waits for its writer: a signal that must stop the run may end that wait

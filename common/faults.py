@@ -84,7 +84,7 @@ class FaultPlan:
     def check(self, files: int | None, workers: dict[Stage, int]) -> None:
         """Raise ``FaultSpecError`` for a fault that can never fire: ``files`` generated files
         (None: read from --input, count and ids unknown) and ``workers`` per stage."""
-        tied = [((stage, file_id), key) for key in self.files for stage, file_id in [key]]
+        tied: list[tuple[tuple[Stage, int], object]] = [(key, key) for key in self.files]
         tied += [((stage, file_id), ("die", stage, file_id)) for stage, file_id in self.deaths]
         for (stage, file_id), origin in tied:
             if files is not None and not 1 <= file_id <= files:

@@ -289,7 +289,7 @@ def _check_out(ctx: Context, me: WorkerClock, inbox: Queue | None, outbox: Queue
             outbox.put(PILL)
 
 
-def _end_stream(ctx: Context, queue_: Queue, stage: Stage, consumers: list[Worker], tend: Callable[[], None]) -> None:
+def _end_stream(ctx: Context, queue_: Queue, stage: Stage, consumers: list[Worker], tend: Callable[[], bool]) -> None:
     """End ``stage``'s input stream the run's way; tend while a full queue makes it wait, so a
     consumer that dies meanwhile never leaves a pill that nobody takes."""
     if ctx.end_stream(stage) == "queue-shutdown":
@@ -307,7 +307,7 @@ def _live(workers: list[Worker]) -> int:
     return sum(worker.is_alive() for worker in workers)
 
 
-def _join(workers: list[Worker], tend: Callable[[], None]) -> None:
+def _join(workers: list[Worker], tend: Callable[[], bool]) -> None:
     """Wait for ``workers`` to exit, tending to signals, dead stages and aborts meanwhile."""
     for worker in workers:
         while worker.is_alive():
