@@ -68,9 +68,6 @@ class Report:
                 lines.append(f"{name.capitalize()}: {getattr(self, name)}")
         if self.stopped_by:
             lines.append(f"Stopped by: {self.stopped_by}")
-        wall = self.timing.get("wall_s")
-        if wall is not None:  # timing apart: equality ignores it, like the JSON report's "timing"
-            lines.append(f"Wall time: {wall:.2f} s")
         lines += [f"Error: {e}" for e in self.errors]
         if self.rejected:
             lines.append("Rejected:")
@@ -78,6 +75,9 @@ class Report:
             rest = self.invalid + self.duplicate - len(self.rejected)
             if rest > 0:
                 lines.append(f"  ... and {rest} more (every one: --details)")
+        wall = self.timing.get("wall_s")
+        if wall is not None:  # timing apart: equality ignores it, like the JSON report's "timing"
+            lines.append(f"Wall time: {wall:.2f} s")
         if self.files is not None:  # --details
             lines += ["", *self.details_table()]
         lines += ["", "=== Pipeline complete ==="]
