@@ -10,6 +10,7 @@ Everything that does not block comes from ``pillpipe.common``.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import signal
 import threading
@@ -19,6 +20,7 @@ from functools import partial
 from typing import Any, Callable, Coroutine, Iterator
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -32,6 +34,8 @@ from pillpipe.common.timing import WorkerClock
 
 VARIANT = "anyio"
 HANDLES_SIGNALS = True  # installs its own SIGINT/SIGTERM handlers for the whole run
+CEDE_EVERY = 64  # sends between two checkpoints when none waits (asyncio's unbounded put: CPython gh-87285)
+_SENT = itertools.count(1)
 Send = MemoryObjectSendStream[FileRecord]
 Receive = MemoryObjectReceiveStream[FileRecord]
 
@@ -182,11 +186,15 @@ async def _put(ctx: Context, me: WorkerClock, stream: Send, record: FileRecord) 
 
 async def _send(stream: Send, record: FileRecord) -> None:
     """Send without a checkpoint when there is room or a waiting receiver (``send`` always takes
-    one: a full trip round the event loop); only a send that must wait is a cancellation point."""
+    one: a full trip round the event loop); only a send that must wait is a cancellation point -
+    and every CEDE_EVERY-th one, or a producer with an unbounded buffer would never yield."""
     try:
         stream.send_nowait(record)
     except anyio.WouldBlock:
         await stream.send(record)
+    else:
+        if next(_SENT) % CEDE_EVERY == 0:
+            await anyio.lowlevel.checkpoint()
 
 
 def _idle(stream: Send) -> bool:
