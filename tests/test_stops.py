@@ -196,7 +196,7 @@ def test_the_waiting_line_names_files_workers_and_durations(name, monkeypatch, c
 # A second signal ends any run (issue 10, class 3) ------------------------------------------------
 def test_a_drain_counts_a_billion_files_it_never_dispatched(model):
     """The rest of a run of 10^9 generated files is counted in one step, not cancelled one by one."""
-    child = Child(model, "--files", "1000000000", "--time-scale", "0.01", details=False)
+    child = Child(model, "--files", "1000000000", "--time-scale", "0.01", "--queue-size", "100", details=False)
     child.wait_for("✓ Verified")
     child.send(signal.SIGINT)
     code, report, err, _ = child.finish(timeout=30)
@@ -295,7 +295,7 @@ def test_a_signal_at_any_instant_after_start_up_is_honoured(name):
     Never a run that completes as if nothing happened."""
     rng = random.Random(f"startup-{name}")
     for _ in range(5):
-        child = Child(name, "--files", "8", "--time-scale", "0.02", details=False)
+        child = Child(name, "--files", "8", "--time-scale", "0.05", details=False)  # ~0.5 s: signals land mid-run
         if rng.random() < 0.5:
             child.wait_for("")  # half of them once it has printed its first line
         time.sleep(rng.uniform(0, 0.15))  # the instant is what this test draws
