@@ -19,7 +19,7 @@ from .workload import file_name
 
 _MOD = 1 << 256
 REJECTED_SHOWN = 10  # rejected records whose reason the report keeps (the rest are only counted)
-DETAILS_RANGE = 1_000_000  # --details lists at most this many files of one not-dispatched range
+DETAILS_RANGE = 100_000  # --details lists at most this many files of one not-dispatched range (~15 MB of JSON)
 _TEXT: dict[Outcome | Stage | None, str] = {member: member.value for enum in (Outcome, Stage) for member in enum}  # .value is slow on the hot path
 _TEXT[None] = ""
 

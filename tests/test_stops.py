@@ -369,3 +369,18 @@ def test_a_worker_that_cannot_start_leaves_its_siblings_the_work(monkeypatch):
     assert report.success == 40 == report.expected and report.stopped_by is None
     assert report.errors == ["S3-Worker-2 could not start: can't start new thread"]
     assert "S3-Worker-2" not in report.timing["workers"] and report.timing["stages"]["s3"]["workers"] == 2
+
+
+def test_details_list_a_counted_range_up_to_a_bound():
+    from pillpipe.common.ledger import DETAILS_RANGE
+
+    ledger = Ledger(details=True)
+    ledger.cancel_range(1, 5, None)
+    ledger.cancel_range(6, DETAILS_RANGE + 10, "s3 stage dead")
+    report = ledger.report("x", _timeline())
+    assert report.cancelled == DETAILS_RANGE + 10 and len(report.files) == DETAILS_RANGE + 5
+    assert report.files[0] == {"id": 1, "name": "file_100.pdf", "outcome": "cancelled", "dest_key": None,
+                               "failed_stage": None, "error": None, "s3_attempts": 0, "api_attempts": 0,
+                               "last_stage": "dispatch"}
+    assert report.errors == [f"--details: files {DETAILS_RANGE + 6}..{DETAILS_RANGE + 10} (cancelled, never "
+                             "dispatched) are counted but not listed"]
