@@ -14,7 +14,7 @@ import itertools
 import math
 import signal
 import threading
-from contextlib import AbstractAsyncContextManager, closing, contextmanager, nullcontext
+from contextlib import AbstractAsyncContextManager, closing, contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable, Coroutine, Iterator
@@ -27,6 +27,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from pillpipe.common.config import Config
 from pillpipe.common.context import POLL, Args, Context, worker_name
 from pillpipe.common.handoff import Hands
+from pillpipe.common.journal import Journal
 from pillpipe.common.model import PILL, FileRecord, Message, Stage
 from pillpipe.common.report import Report
 from pillpipe.common.stages import HANG, Steps, api_upload, s3_copy
@@ -131,7 +132,7 @@ def run(config: Config) -> Report:
     """Run the whole pipeline; every file ends in exactly one terminal state."""
     name = VARIANT if config.backend == "asyncio" else f"{VARIANT}-{config.backend}"
     ctx = Context(config.for_variant(VARIANT), name)  # one thread: no lock; an abort cancels each scope
-    anyio.run(pipeline, ctx, backend=config.backend)
+    anyio.run(_journaled, ctx, pipeline, backend=config.backend)
     return ctx.report()
 
 
@@ -301,3 +302,36 @@ def _signals(ctx: Context) -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+async def _journaled(ctx: Context, main: Callable[[Context], Coroutine[Any, Any, None]]) -> None:
+    """Run ``main`` while a writer task commits the run's state (``--state``), each commit on a
+    worker thread so the loop never waits on the disk; the writer ends by its own flag once
+    ``main`` has returned (a commit is never abandoned: ``run_sync`` waits for it)."""
+    nudge, wakes = anyio.create_memory_object_stream[None](1)
+    journal = ctx.writer(partial(_nudge, nudge))
+    if journal is None:
+        return await main(ctx)
+    with nudge, wakes:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_write, journal, wakes, name="State-Writer")
+            try:
+                await main(ctx)
+            finally:
+                journal.stop()
+
+
+async def _write(journal: Journal, wakes: MemoryObjectReceiveStream[None]) -> None:
+    """The writer: commit each batch when it is due (on a thread: the loop runs on), the rest at the end."""
+    while (rows := journal.batch()) is not None:
+        if rows:
+            await anyio.to_thread.run_sync(journal.commit, rows)
+        else:
+            with anyio.move_on_after(journal.idle()):
+                await wakes.receive()
+
+
+def _nudge(nudge: MemoryObjectSendStream[None]) -> None:
+    """Wake the writer; a nudge already pending is enough."""
+    with suppress(anyio.WouldBlock):
+        nudge.send_nowait(None)

@@ -16,6 +16,7 @@ from typing import Any, Awaitable, Callable, Coroutine, Iterator
 from pillpipe.common.config import Config, UsageError
 from pillpipe.common.context import POLL, Args, Context, worker_name
 from pillpipe.common.handoff import Hands
+from pillpipe.common.journal import Journal
 from pillpipe.common.model import PILL, FileRecord, Message, Stage
 from pillpipe.common.report import Report
 from pillpipe.common.stages import HANG, Steps, api_upload, s3_copy
@@ -119,7 +120,7 @@ def run(config: Config) -> Report:
     except ImportError:
         raise UsageError("--loop uvloop needs the uvloop extra: pip install 'pillpipe[uvloop]'") from None
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(pipeline(ctx))
+        runner.run(_journaled(ctx, pipeline))
     return ctx.report()
 
 
@@ -333,3 +334,33 @@ def _signals(ctx: Context) -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+async def _journaled(ctx: Context, main: Callable[[Context], Coroutine[Any, Any, None]]) -> None:
+    """Run ``main`` while a writer task commits the run's state (``--state``) batch by batch, each
+    commit handed to a thread so the event loop never waits on the disk; the writer ends by its
+    own flag once ``main`` has returned (never cancelled: a cancelled ``to_thread`` runs on)."""
+    wake = asyncio.Event()
+    journal = ctx.writer(wake.set)
+    if journal is None:
+        return await main(ctx)
+    writer = asyncio.create_task(_write(journal, wake), name="State-Writer")
+    try:
+        await main(ctx)
+    finally:
+        journal.stop()
+        await writer
+
+
+async def _write(journal: Journal, wake: asyncio.Event) -> None:
+    """The writer: commit each batch when it is due (on a thread: the loop runs on), the rest at the end."""
+    while (rows := journal.batch()) is not None:
+        if rows:
+            await asyncio.to_thread(journal.commit, rows)
+        else:
+            wake.clear()
+            try:
+                async with asyncio.timeout(journal.idle()):
+                    await wake.wait()
+            except TimeoutError:
+                pass

@@ -67,6 +67,10 @@ class Config:
     ca_file: str | None = None  # a CA to trust for https endpoints of yours
     endpoints: Endpoints | None = field(default=None, repr=False, compare=False)  # set by a launcher, not a flag
     progress: str = "auto"  # the live progress view on stderr: auto, on, off (common/progress.py)
+    state: str | None = None  # --state PATH: keep the ledger in a SQLite file too (docs/resume.md)
+    resume: bool = False  # continue the run --state holds: skip what it settled
+    retry_failed: bool = False  # with --resume: work failed, invalid and duplicate files again
+    inline_commit: bool = False  # benchmarks only: commit where a file settles (blocks an event loop)
     fault_plan: FaultPlan = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -111,6 +115,12 @@ class Config:
             raise UsageError(f"--progress must be one of {', '.join(PROGRESS)} (got {self.progress})")
         if self.backend not in BACKENDS:
             raise UsageError(f"--backend must be one of {', '.join(BACKENDS)} (got {self.backend})")
+        if self.state == "":
+            raise UsageError("--state needs a path (a file the run creates, or resumes with --resume)")
+        if self.resume and self.state is None:
+            raise UsageError("--resume needs --state PATH: the state file of the run to continue")
+        if self.retry_failed and not self.resume:
+            raise UsageError("--retry-failed goes with --resume: it works the failed files of an earlier run again")
         if self.backend == "trio" and importlib.util.find_spec("trio") is None:
             raise UsageError("--backend trio needs trio installed: pip install 'pillpipe[trio]'")
         self._validate_io()
@@ -343,9 +353,9 @@ ranges (a value outside is a usage error): --files 0..10^9, --seed 0..2^64-1,
   --stage-timeout/--shutdown-grace above 0, at most 86400 s.
 
 exit codes: 0 every file succeeded, 1 some file did not, 2 bad usage, 69 the embedded services
-for real I/O did not start, 70 internal error (a stage died, or no worker of a stage could
-start), 74 the report could not be written to stdout (said on stderr, with the run's own code),
-130 SIGINT, 143 SIGTERM.
+for real I/O did not start, 70 internal error (a stage died, no worker of a stage could start,
+or the --state file could not be written), 74 the report could not be written to stdout (said
+on stderr, with the run's own code), 130 SIGINT, 143 SIGTERM.
 
 stopping: the first SIGINT/SIGTERM drains (files already started finish, the rest are
 cancelled); a second one aborts (files in flight end aborted).  A SIGTERM drains for at most
@@ -437,6 +447,14 @@ def build_parser(prog: str, description: str, variant: str | None = None) -> arg
     r.add_argument("--tls", action="store_true",
                    help=model_help("io", "the embedded services serve https, with a CA made for the run"))
     r.add_argument("--ca-file", metavar="PEM", help=model_help("io", "trust this CA for https:// endpoints of yours"))
+    r = p.add_argument_group("durable runs (docs/resume.md)")
+    r.add_argument("--state", metavar="PATH", help="keep the run's ledger in this SQLite file as well; after a "
+                                                   "crash, the same command with --resume works only the rest")
+    r.add_argument("--resume", action="store_true", help="continue the run --state holds: files it settled are "
+                                                        "not worked again (a missing --state starts a new run)")
+    r.add_argument("--retry-failed", action="store_true", help="with --resume: also work the files that ended "
+                                                              "failed, invalid or duplicate again")
+    r.add_argument("--inline-commit", action="store_true", help=argparse.SUPPRESS)  # benchmarks: the naive commit
     o = p.add_argument_group("output")
     o.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout "
                                                       "(event lines go to stderr)")

@@ -21,6 +21,7 @@ from .crew import Crew
 from .events import Events
 from .faults import FileDeath, InjectedCrash
 from .handoff import Hands, hands_for
+from .journal import Journal
 from .ledger import Ledger
 from .model import FileRecord, Message, Outcome, Rejected, Stage
 from .progress import Progress, Snapshot, wanted
@@ -113,6 +114,7 @@ class Context:
         self._read = 0  # input records read so far
         self._unread_said = False
         self._admitting = False  # the dispatcher has started
+        self.journal = Journal.open(config, self.ledger, lock, self._state_failed, self.events)  # --state
 
     @property
     def aborting(self) -> bool:
@@ -144,7 +146,7 @@ class Context:
 
     def _generated(self) -> Generator[FileRecord, None, None]:
         files, last = self.config.files, 0
-        items = generate_files(files)
+        items = self.journal.unsettled(generate_files(files))  # a resume skips what it kept
         stop, crew, ledger, events = self.stop, self.crew, self.ledger, self.events
         try:
             for record in items:
@@ -156,7 +158,8 @@ class Context:
                     events.dispatching(record)
                 yield record
         finally:  # stopped, a stage dead, or closed by an abort: ids last+1..files are counted at once
-            ledger.cancel_range(last + 1, files, self._dead_reason(Stage.DISPATCH))
+            for first, end in self.journal.unsettled_ranges(last + 1, files):
+                ledger.cancel_range(first, end, self._dead_reason(Stage.DISPATCH))
 
     def _from_input(self) -> Generator[FileRecord, None, None]:
         path = self.config.input
@@ -170,7 +173,7 @@ class Context:
         finally:
             self._reading = False
         self._stream_input = self._stream_input or _is_stream(stream)
-        items = records(self.config.files, stream, fmt)
+        items = self.journal.unsettled(records(self.config.files, stream, fmt))
         try:
             while (item := self._next_input(items)) is not None:
                 if isinstance(item, Rejected):
@@ -440,11 +443,26 @@ class Context:
         """The run's open clients: what ``_wait_through`` makes each call with."""
         return self.io.clients if self.io is not None else None
 
+    # The run's state (--state) ----------------------------------------------------------------
+    def writer(self, wake: Callable[[], None]) -> Journal | None:
+        """The state's writer starts: the journal it commits batch by batch (the ledger calls
+        ``wake`` when a batch may be due), or None when there is nothing for it to do."""
+        return self.journal.attach(wake)
+
+    def _state_failed(self, why: str) -> None:
+        """A batch could not be committed: stop like a drain (no new files; started ones finish),
+        record nothing more, and say so.  The report says ``stopped_by: state``; exit code 70."""
+        self.ledger.errors.append(why)
+        self.notices.notice(f"⏹  {why}. Stopping: no new files; files already started finish, unrecorded")
+        if self.stop.stopped_by is None:
+            self.stop.stopped_by = "state"  # a drain, as a first signal starts one (common/stop.py)
+
     # The end -------------------------------------------------------------------------------
     def report(self) -> Report:
         if not self._admitting and Stage.DISPATCH in self.crew.dead:  # the dispatcher never ran
             if self.config.input is None:
-                self.ledger.cancel_range(1, self.config.files, "dispatch stage dead")
+                for first, last in self.journal.unsettled_ranges(1, self.config.files):
+                    self.ledger.cancel_range(first, last, "dispatch stage dead")
             else:
                 self._unread("the dispatcher could not start")
         for name, clock in self.timeline.workers.items():  # given up ABORT_BOUND after an abort (threads)
@@ -456,6 +474,7 @@ class Context:
         if self._reading:  # the dispatcher, given up, is still blocked in a read
             self._unread("the Dispatcher was still reading when it was given up")
         self.ledger.settle_remaining()
+        self.journal.close()  # commits the last rows: every worker and the event loop are gone
         if self.progress is not None:
             self.progress.close(self.snapshot())
         self.timeline.finish()

@@ -10,10 +10,11 @@ from __future__ import annotations
 import bisect
 import hashlib
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from .model import FileRecord, Outcome, Rejected, Stage, Status
 from .report import Report
+from .store import Row, file_row, rejected_row
 from .timing import Timeline
 from .workload import file_name
 
@@ -87,6 +88,12 @@ class Ledger:
         self.processed = 0
         self.errors: list[str] = []
         self.rejected: list[tuple[int, str]] = []  # the REJECTED_SHOWN first lines' reasons, by line
+        self._sink: Callable[[Row], None] | None = None
+
+    def keep(self, sink: Callable[[Row], None]) -> None:
+        """From now on, hand every terminal state to ``sink`` as a row too (``--state``: the
+        journal), under the lock, in the order they settle."""
+        self._sink = sink
 
     # Admission ---------------------------------------------------------------------------
     def admit(self, record: FileRecord) -> None:
@@ -102,6 +109,8 @@ class Ledger:
             self._count(rejected.outcome, rejected_line(rejected), {
                 "line": rejected.line, "id": rejected.id, "name": rejected.name,
                 "outcome": rejected.outcome.value, "error": rejected.error})
+            if self._sink is not None:
+                self._sink(rejected_row(rejected))
 
     def cancel_unadmitted(self, records: Iterable[FileRecord | Rejected], error: str | None = None) -> None:
         """Files that were never admitted because of shutdown still end as cancelled."""
@@ -141,7 +150,7 @@ class Ledger:
         with self._lock:
             self.processed += 1
             if self._in_flight.pop(record.id, None) is not None:
-                self._terminal(record, outcome)
+                self._terminal(record, outcome, verified=True)
         return outcome
 
     def settle(self, record: FileRecord, outcome: Outcome, error: str | None = None) -> bool:
@@ -186,7 +195,9 @@ class Ledger:
         """How many files have reached a terminal state so far (a progress view's count)."""
         return sum(self._counts.values())
 
-    def _terminal(self, record: FileRecord, outcome: Outcome) -> None:
+    def _terminal(self, record: FileRecord, outcome: Outcome, verified: bool = False) -> None:
+        if self._sink is not None:
+            self._sink(file_row(record, outcome, verified))
         detail = None
         if self._details is not None:
             detail = {"id": record.id, "name": record.name, "outcome": outcome.value, "dest_key": record.dest_key,

@@ -18,7 +18,7 @@ import json
 import time
 from array import array
 from bisect import bisect_left
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NamedTuple, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NamedTuple, Protocol, Sequence, TypeVar
 
 from .config import Config, UsageError
 from .model import FileRecord, Outcome, Rejected, Stage, Status
@@ -107,6 +107,7 @@ def rejected_row(rejected: Rejected) -> RejectedRow:
 
 
 # Which files a resume works again ------------------------------------------------------
+Item = TypeVar("Item", FileRecord, Rejected, FileRecord | Rejected)  # the dispatcher's stream, whichever it is
 _KEPT = (Outcome.SUCCESS,)
 _KEPT_UNLESS_RETRY = (Outcome.FAILED, Outcome.INVALID, Outcome.DUPLICATE)
 
@@ -164,7 +165,20 @@ class Settled:
             return _holds(self._ids, item.id)
         return item.id in self._big_ids
 
-    def unsettled(self, items: Iterable[FileRecord | Rejected]) -> Iterator[FileRecord | Rejected]:
+    def gaps(self, first: int, last: int) -> Iterator[tuple[int, int]]:
+        """The runs of ids ``first..last`` that no kept row covers, as (first, last) pairs: what a
+        drain may cancel as generated ranges without counting a kept file twice."""
+        ids, start = self._ids, first
+        i = bisect_left(ids, first)
+        while i < len(ids) and ids[i] <= last:
+            if ids[i] > start:
+                yield start, ids[i] - 1
+            start = ids[i] + 1
+            i += 1
+        if start <= last:
+            yield start, last
+
+    def unsettled(self, items: Iterable[Item]) -> Iterator[Item]:
         """The dispatcher's stream minus what is settled: what a resumed run works (or rejects)."""
         for item in items:
             if not self.skips(item):

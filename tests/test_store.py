@@ -1,7 +1,8 @@
 """The durable store on its own: rows, the resume rule, batching, identity, the SQLite file, status.
 
-Not wired into a run yet: these tests build rows from a real run's ledger (captured as the
-wiring will), commit them, and prove that a ledger restored from the file gives the same report.
+These tests build rows from a real run's ledger (captured from its sink, where ``--state``
+takes them), commit them, and prove that a ledger restored from the file gives the same report;
+tests/test_durable.py and tests/test_crash.py run the whole thing.
 """
 from __future__ import annotations
 
@@ -520,27 +521,16 @@ def key(item) -> tuple[str, int]:
 
 
 def capture_rows(monkeypatch: pytest.MonkeyPatch) -> list[FileRow | RejectedRow]:
-    """The rows a ledger settles, taken where the wiring will take them: each terminal state
-    (with whether the verifier gave it) and each rejected input line."""
+    """The rows a run's ledger hands its sink (what ``--state`` commits), kept in memory: each
+    terminal state (with whether the verifier gave it) and each rejected input line."""
     rows: list[FileRow | RejectedRow] = []
-    verifying: set[int] = set()
-    verify, terminal, reject = Ledger.verify, Ledger._terminal, Ledger.reject
+    init = Ledger.__init__
 
-    def verify_(self: Ledger, record: FileRecord) -> Outcome:
-        verifying.add(record.id)
-        return verify(self, record)
+    def init_(self: Ledger, *args: object, **kwargs: object) -> None:
+        init(self, *args, **kwargs)  # type: ignore[arg-type]
+        self.keep(rows.append)
 
-    def terminal_(self: Ledger, record: FileRecord, outcome: Outcome) -> None:
-        rows.append(file_row(record, outcome, record.id in verifying))
-        terminal(self, record, outcome)
-
-    def reject_(self: Ledger, rejected: Rejected) -> None:
-        rows.append(rejected_row(rejected))
-        reject(self, rejected)
-
-    monkeypatch.setattr(Ledger, "verify", verify_)
-    monkeypatch.setattr(Ledger, "_terminal", terminal_)
-    monkeypatch.setattr(Ledger, "reject", reject_)
+    monkeypatch.setattr(Ledger, "__init__", init_)
     return rows
 
 

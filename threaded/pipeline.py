@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator, Sequence
 from pillpipe.common.config import Config
 from pillpipe.common.context import POLL, Args, Context, worker_name
 from pillpipe.common.handoff import Hands, share
+from pillpipe.common.journal import Journal
 from pillpipe.common.model import PILL, FileRecord, Message, Stage
 from pillpipe.common.report import Report
 from pillpipe.common.stages import HANG, Steps, api_upload, s3_copy
@@ -169,7 +170,7 @@ def pipeline(ctx: Context) -> None:
 def run(config: Config) -> Report:
     """Run the whole pipeline; every file ends in exactly one terminal state."""
     ctx = Context(config.for_variant(VARIANT), VARIANT, threading.Lock(), threading.Event())
-    pipeline(ctx)
+    _journaled(ctx, pipeline)
     return ctx.report()
 
 
@@ -362,3 +363,29 @@ def _signals(ctx: Context) -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _journaled(ctx: Context, main: Callable[[Context], None]) -> None:
+    """Run ``main`` while a writer thread commits the run's state (``--state``) batch by batch, so
+    no worker waits on the disk; the writer ends by its own flag once ``main`` has returned."""
+    wake = threading.Event()
+    journal = ctx.writer(wake.set)
+    if journal is None:
+        return main(ctx)
+    writer = Worker(target=_write, args=(journal, wake), name="State-Writer", daemon=True)
+    writer.start()
+    try:
+        main(ctx)
+    finally:
+        journal.stop()
+        writer.join()
+
+
+def _write(journal: Journal, wake: threading.Event) -> None:
+    """The writer: commit each batch when it is due (blocking this thread only), the rest at the end."""
+    while (rows := journal.batch()) is not None:
+        if rows:
+            journal.commit(rows)
+        else:
+            wake.clear()
+            wake.wait(journal.idle())
