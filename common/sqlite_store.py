@@ -53,8 +53,22 @@ CREATE TABLE rejected (
     error TEXT NOT NULL
 );
 """
-_INSERT_FILE = "INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
-_INSERT_REJECTED = "INSERT INTO rejected VALUES (?, ?, ?, ?, ?) ON CONFLICT (line) DO NOTHING"
+_INSERT = {"files": "INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+           "rejected": "INSERT INTO rejected VALUES (?, ?, ?, ?, ?) ON CONFLICT (line) DO NOTHING"}
+# A batch is one statement: its rows travel as one JSON array that SQLite unpacks itself
+# (``json_each``), so the whole insert is one ``sqlite3_step``, which Python runs without the GIL.
+# The committing thread takes the GIL back once per batch, where ``executemany`` takes it back after
+# every row's step: beside a busy event loop (or busy worker threads) each of those waits its turn
+# (up to the 5 ms switch interval), and that writer fell tens of thousands of rows behind at zero
+# latency.  (Statements of 100 rows each, a multi-row VALUES, cost less CPU - 1.5 us a row against
+# 4 - but still take the GIL back once per 100 rows: a writer behind a busy event loop never
+# caught up, 75,000 rows pending at a million files.  Measured: docs/resume.md.)
+# ``->>`` needs SQLite 3.38+; before, and for a batch holding a NUL (where SQLite's JSON text
+# ends), row by row.
+_ONE_STEP = sqlite3.sqlite_version_info >= (3, 38, 0)
+_INSERT_JSON = {table: f"INSERT INTO {table} SELECT {', '.join(f'value ->> {i}' for i in range(width))} "
+                       f"FROM json_each(?) WHERE true ON CONFLICT ({key}) DO NOTHING"
+                for table, width, key in (("files", 10, "id"), ("rejected", 5, "line"))}
 _WHY = {"SQLITE_FULL": "cannot be written, the disk is full", "SQLITE_READONLY": "cannot be written, it is read-only",
         "SQLITE_IOERR": "cannot be written, an I/O error", "SQLITE_CANTOPEN": "cannot be opened for writing",
         "SQLITE_BUSY": "cannot be written, another process holds it locked", "SQLITE_CORRUPT": "is damaged",
@@ -191,13 +205,25 @@ class SqliteStore:
         conn = self._conn
         before = conn.total_changes
         with self._writing("this batch was not committed"):
-            conn.execute("BEGIN IMMEDIATE")
-            if files:
-                conn.executemany(_INSERT_FILE, files)
-            if rejected:
-                conn.executemany(_INSERT_REJECTED, rejected)
-            conn.execute("COMMIT")
+            try:
+                self._insert(files, rejected, _ONE_STEP)
+            except UnicodeEncodeError:  # a lone surrogate (a hostile name): SQLite text must be UTF-8
+                conn.execute("ROLLBACK")
+                self._insert([_storable(row) for row in files], [_storable(row) for row in rejected], False)
         return conn.total_changes - before
+
+    def _insert(self, files: Sequence[Row], rejected: Sequence[Row], one_step: bool) -> None:
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        for table, batch in (("files", files), ("rejected", rejected)):
+            if not batch:
+                continue
+            text = json.dumps(batch, ensure_ascii=False) if one_step else ""
+            if one_step and "\\u0000" not in text:
+                conn.execute(_INSERT_JSON[table], (text,))
+            else:
+                conn.executemany(_INSERT[table], batch)
+        conn.execute("COMMIT")
 
     @contextmanager
     def _writing(self, consequence: str) -> Iterator[None]:
@@ -229,8 +255,11 @@ class SqliteStore:
         with self._reading():
             make = FileRow._make
             for values in self._conn.execute("SELECT * FROM files ORDER BY id"):
+                if type(values[1]) is bytes or type(values[5]) is bytes or type(values[3]) is bytes:
+                    values = _text(values)
                 yield make(values) if type(values[0]) is int else make((int(values[0]), *values[1:]))
             for values in self._conn.execute("SELECT * FROM rejected ORDER BY line"):
+                values = _text(values)
                 if type(values[2]) is str:
                     values = (*values[:2], int(values[2]), *values[3:])
                 yield RejectedRow(*values)
@@ -285,6 +314,28 @@ class SqliteStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _storable(row: Row) -> Row:
+    """``row`` with each text SQLite cannot hold (a lone surrogate: not UTF-8) as its
+    ``surrogatepass`` bytes, a BLOB that ``rows`` turns back into the same text."""
+    return row._make(_bytes(value) if type(value) is str and not _utf8(value) else value for value in row)
+
+
+def _bytes(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _text(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(v.decode("utf-8", "surrogatepass") if type(v) is bytes else v for v in values)
 
 
 def _writable(path: str, where: str) -> None:

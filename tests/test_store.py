@@ -463,6 +463,33 @@ def test_a_full_disk_fails_the_batch_and_keeps_every_batch_before_it(tmp_path, d
         assert [row.id for row in store.rows()] == list(range(outcome["committed"]))
 
 
+# What a commit must carry whole --------------------------------------------------------------
+@pytest.mark.parametrize("one_step", [True, False], ids=["json-statement", "row-by-row"])
+@pytest.mark.parametrize("name", ["nul\x00inside.pdf", "lone\ud800surrogate.pdf", "\udfff", "tab\tand\u2028line", "é😀"])
+def test_any_text_a_record_may_carry_is_committed_whole(tmp_path, monkeypatch, name, one_step):
+    """A batch travels as one JSON statement (SQLite 3.38+; row by row before); a NUL (where
+    SQLite's JSON text would end) and a lone surrogate (not UTF-8: kept as its bytes) take the
+    row-by-row way, and every text reads back the same."""
+    monkeypatch.setattr("pillpipe.common.sqlite_store._ONE_STEP", one_step and sqlite3.sqlite_version_info >= (3, 38))
+    rows = [file_row(FileRecord(1, name, error=name, dest_key=name), Outcome.FAILED),
+            file_row(FileRecord(2, "plain.pdf"), Outcome.CANCELLED),
+            rejected_row(Rejected(3, Outcome.DUPLICATE, f"id 1 seen before: {name}", 1, name))]
+    with SqliteStore.open(str(tmp_path / "run.db"), IDENT) as store:
+        assert store.commit(rows) == 3
+        assert list(store.rows()) == rows
+
+
+@pytest.mark.parametrize("count", [1, 99, 1000, 5000])
+def test_a_batch_of_any_size_commits_whole_and_a_repeated_row_once(tmp_path, count):
+    """One statement per batch whatever its size; a row repeated within a batch is still counted
+    once (the first wins)."""
+    rows = [ok(i) for i in range(count)] + [settled_as(0, Outcome.CANCELLED)]
+    rejected = [rejected_row(Rejected(line, Outcome.INVALID, "bad")) for line in range(1, count + 1)]
+    with SqliteStore.open(str(tmp_path / "run.db"), IDENT) as store:
+        assert store.commit(rows + rejected) == 2 * count
+        assert list(store.rows()) == rows[:-1] + rejected
+
+
 # pillpipe status ---------------------------------------------------------------------
 def test_status_counts_per_state_as_text_and_json(tmp_path):
     path = str(tmp_path / "run.db")
