@@ -70,7 +70,7 @@ class Config:
     state: str | None = None  # --state PATH: keep the ledger in a SQLite file too (docs/resume.md)
     resume: bool = False  # continue the run --state holds: skip what it settled
     retry_failed: bool = False  # with --resume: work failed, invalid and duplicate files again
-    inline_commit: bool = False  # benchmarks only: commit where a file settles (blocks an event loop)
+    inline_commit: str | None = None  # benchmarks only: commit where files settle, "batched" or "naive" (INLINE)
     fault_plan: FaultPlan = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -119,6 +119,10 @@ class Config:
             raise UsageError("--state needs a path (a file the run creates, or resumes with --resume)")
         if self.resume and self.state is None:
             raise UsageError("--resume needs --state PATH: the state file of the run to continue")
+        if self.inline_commit not in (None, *INLINE):
+            raise UsageError(f"--inline-commit must be one of {', '.join(INLINE)} (got {self.inline_commit})")
+        if self.inline_commit is not None and self.state is None:
+            raise UsageError("--inline-commit needs --state PATH")
         if self.retry_failed and not self.resume:
             raise UsageError("--retry-failed goes with --resume: it works the failed files of an earlier run again")
         if self.backend == "trio" and importlib.util.find_spec("trio") is None:
@@ -181,6 +185,9 @@ ALL_HTTP_CLIENTS = tuple(dict.fromkeys(name for names in HTTP_CLIENTS.values() f
 REAL_MODULES = ("boto3", "aiobotocore", "aiohttp", "httpx2")  # what the real extra brings, as imported
 MAX_POOL = 1_000_000  # --pool, like the workers
 BACKENDS = ("asyncio", "trio")  # event loops the anyio variant runs on
+# The benchmarks' blocking commits (--inline-commit, not a user flag): "batched", the state's own batches
+# committed by the worker where a file settles; "naive", one durable transaction (an fsync) per file there.
+INLINE = ("batched", "naive")
 LOOPS = ("asyncio", "uvloop")  # event loops the asyncio variant runs on
 PROGRESS = ("auto", "on", "off")  # --progress (common/progress.py)
 
@@ -454,7 +461,7 @@ def build_parser(prog: str, description: str, variant: str | None = None) -> arg
                                                         "not worked again (a missing --state starts a new run)")
     r.add_argument("--retry-failed", action="store_true", help="with --resume: also work the files that ended "
                                                               "failed, invalid or duplicate again")
-    r.add_argument("--inline-commit", action="store_true", help=argparse.SUPPRESS)  # benchmarks: the naive commit
+    r.add_argument("--inline-commit", choices=INLINE, help=argparse.SUPPRESS)  # benchmarks: a commit that blocks
     o = p.add_argument_group("output")
     o.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout "
                                                       "(event lines go to stderr)")

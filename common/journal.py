@@ -12,7 +12,8 @@ never cancelled half-way, so nothing runs on after the writer.
 
 Without a writer (the sequential reference, or the benchmarks' ``--inline-commit``), the sink
 commits a due batch itself, in the worker that settled the file: the naive way, which in an event
-loop stalls every coroutine for the length of the commit.  Whatever is pending when the run ends
+loop stalls every coroutine for the length of the commit (``naive``: one durable transaction, an
+fsync, per file, as SQLite's defaults would have it; ``batched``: the same batches as the writer's).  Whatever is pending when the run ends
 is committed by ``close``, after the event loop is gone.
 
 A commit that fails (a full disk, an I/O error) is kept, not raised: the run stops like a drain
@@ -60,9 +61,11 @@ class Journal:
         it.  Blocks (it reads the state); raises ``StateError`` before any work."""
         if config.state is None:
             return cls()
-        store = SqliteStore.open(config.state, identity(config), resume=config.resume,
-                                 retry_failed=config.retry_failed)
-        journal = cls(store, lock, on_failure, inline=config.inline_commit)
+        naive = config.inline_commit == "naive"  # the benchmarks' naive commit: a durable transaction per file
+        store = SqliteStore.open(config.state, identity(config), resume=config.resume, retry_failed=config.retry_failed,
+                                 synchronous="FULL" if naive else "NORMAL")
+        journal = cls(store, lock, on_failure, inline=config.inline_commit is not None,
+                      batcher=Batcher(size=1) if naive else None)
         try:
             if config.resume:
                 journal.settled = restore_all(store, ledger)

@@ -165,7 +165,7 @@ def test_a_full_disk_mid_run_stops_the_run_and_keeps_what_was_committed(variant,
     assert final["timing"]["stages"]["s3"]["files"] == FILES - 2 - settled_files
 
 
-@pytest.mark.parametrize("variant", list(MODULES))
+@pytest.mark.parametrize("variant", ["asyncio"])  # the same path in every model: the file-size limit covers them
 def test_a_full_tmpfs_mid_run_says_the_disk_is_full(variant, tmp_path):
     """A real ENOSPC: a 256 KiB tmpfs (needs the right to mount; skipped without it).  Once copied
     where there is room, the state resumes."""

@@ -66,6 +66,7 @@ def worked(report) -> int:
     (["--state", "x.db", "--retry-failed"], "--retry-failed goes with --resume"),
     (["--retry-failed"], "--retry-failed goes with --resume"),
     (["--state", ""], "--state needs a path"),
+    (["--inline-commit", "naive"], "--inline-commit needs --state PATH"),
 ])
 def test_the_flags_need_each_other_in_one_line(args, message):
     done = cli("threaded", "--files", "1", "--time-scale", "0", "--quiet", *args)
@@ -199,12 +200,15 @@ def test_no_commit_runs_on_the_event_loop(variant, backend, tmp_path, commits):
 
 
 @pytest.mark.parametrize("variant", ["asyncio", "anyio"])
-def test_the_benchmarks_naive_commit_does_block_the_loop(variant, tmp_path, commits):
-    """The check above can fail: with ``inline_commit`` (the benchmark's naive switch) the batches
-    are committed by the worker that settles a file, on the event loop itself."""
-    report = RUNS[variant](fast(files=3000, inline_commit=True, state=str(tmp_path / "run.db")))
-    assert report.success == 3000 and sum(c["rows"] for c in commits) == 3000
+@pytest.mark.parametrize("inline, files", [("batched", 3000), ("naive", 40)])
+def test_the_benchmarks_blocking_commit_does_block_the_loop(variant, inline, files, tmp_path, commits):
+    """The check above can fail: with ``inline_commit`` (the benchmarks' switch) each batch - or,
+    naive, each file - is committed by the worker that settles it, on the event loop itself."""
+    report = RUNS[variant](fast(files=files, inline_commit=inline, state=str(tmp_path / "run.db")))
+    assert report.success == files and sum(c["rows"] for c in commits) == files
     assert any(c["loop"] is not None for c in commits)
+    if inline == "naive":
+        assert len(commits) == files
 
 
 def test_commits_are_batched(run, tmp_path, commits):
@@ -249,3 +253,27 @@ def test_a_state_that_turns_read_only_mid_run_stops_the_run_clearly(run, tmp_pat
     resumed = run(with_state(config, path, resume=True))
     assert resumed == run_sequential(config)
 
+
+
+# The benchmark scenario, in miniature -----------------------------------------------------------
+def test_the_durable_benchmark_runs_counts_its_steps_and_renders(tmp_path):
+    """Every part of ``benchmarks/scenarios/durable.py`` on tiny workloads: the steps it counts are
+    the steps it takes, the run killed half-way resumes to every file, and the summary renders."""
+    from pillpipe.benchmarks.harness import interpreter
+    from pillpipe.benchmarks.scenario import Bench
+    from pillpipe.benchmarks.scenarios.durable import MODES, SCENARIO, Plan, Stall
+
+    plan = Plan(overhead_files=500, repeats=1, warmup=0, big_files=40_000, stall_repeats=1,
+                stalls=(Stall(label="tiny", files=100, flags=("--time-scale", "0.01", "--api-workers", "20")),))
+    bench = Bench(False, [interpreter()], quick=False)
+    result = SCENARIO.run(bench, plan)
+    assert bench.steps == SCENARIO.count(plan, bench)
+    for row in result["resume"].values():
+        assert 0 < row["killed"]["recorded"] < plan.big_files and row["success"] == plan.big_files
+        assert row["restore"]["rows"] == row["killed"]["recorded"]
+    assert all(row["writer"]["state_bytes_per_file"] > 50 for row in result["big"].values())
+    assert {(r["variant"], r["mode"]) for r in result["stall"]} == {(v, m) for v in RUNS for m in MODES}
+    assert all(r["lag_max_s"]["median"] >= r["lag_p50_s"]["median"] >= 0 for r in result["stall"])
+    summary = SCENARIO.summary(result)
+    assert summary.startswith("## Durable runs (--state)") and "### The stall" in summary
+    assert len(SCENARIO.targets(result)) == len(RUNS) + 2

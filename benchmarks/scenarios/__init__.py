@@ -21,6 +21,7 @@ REGISTRY = (
     "batch",
     "peers",
     "real",
+    "durable",
 )
 
 
