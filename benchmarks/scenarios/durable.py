@@ -103,6 +103,7 @@ class Durable(Scenario):
                 for i in range(plan.warmup + plan.repeats):
                     flags = [*base, "--files", plan.overhead_files, *states.flags(mode)]
                     x = bench.probe(f"durable overhead {v} {mode} ({i + 1}/{plan.warmup + plan.repeats})", v, flags)
+                    states.clear()
                     if i >= plan.warmup:
                         runs.append(x)
                 row[mode] = {"us_per_file": summ(x["elapsed_s"] / x["files"] * 1e6 for x in runs),
@@ -162,6 +163,7 @@ class Durable(Scenario):
                                  *states.flags(mode)]
                         runs.append(_own_probe(bench, f"durable stall {stall.label} {v} {mode} ({i + 1})",
                                                ["lag", v, *flags]))
+                        states.clear()
                     rows.append({"workload": stall.label, "variant": v, "mode": mode, "files": stall.files,
                                  "files_per_s": summ(x["files"] / x["elapsed_s"] for x in runs),
                                  "lag_p50_s": summ(x["lag_s"]["p50"] for x in runs),
@@ -239,6 +241,10 @@ class _States:
             if os.path.exists(path + suffix):
                 shutil.copyfile(path + suffix, copy + suffix)
         return copy
+
+    def clear(self) -> None:
+        for path in self.folder.iterdir():
+            path.unlink()
 
     def drop(self, path: str) -> None:
         for suffix in ("", "-wal", "-shm"):
