@@ -319,7 +319,8 @@ class SqliteStore:
 def _storable(row: Row) -> Row:
     """``row`` with each text SQLite cannot hold (a lone surrogate: not UTF-8) as its
     ``surrogatepass`` bytes, a BLOB that ``rows`` turns back into the same text."""
-    return row._make(_bytes(value) if type(value) is str and not _utf8(value) else value for value in row)
+    values = [_bytes(value) if type(value) is str and not _utf8(value) else value for value in row]
+    return FileRow._make(values) if type(row) is FileRow else RejectedRow._make(values)
 
 
 def _bytes(text: str) -> bytes:
