@@ -252,3 +252,27 @@ def test_a_state_that_turns_read_only_mid_run_stops_the_run_clearly(run, tmp_pat
     assert kept.expected == calls[0] and kept.success == kept.expected
     resumed = run(with_state(config, path, resume=True))
     assert resumed == run_sequential(fast(files=3000))  # the pace does not change an outcome
+
+
+# The benchmark scenario, in miniature -----------------------------------------------------------
+def test_the_durable_benchmark_runs_counts_its_steps_and_renders(tmp_path):
+    """Every part of ``benchmarks/scenarios/durable.py`` on tiny workloads: the steps it counts are
+    the steps it takes, the run killed half-way resumes to every file, and the summary renders."""
+    from pillpipe.benchmarks.harness import interpreter
+    from pillpipe.benchmarks.scenario import Bench
+    from pillpipe.benchmarks.scenarios.durable import MODES, SCENARIO, Plan, Stall
+
+    plan = Plan(overhead_files=500, repeats=1, warmup=0, big_files=40_000, stall_repeats=1,
+                stalls=(Stall(label="tiny", files=100, flags=("--time-scale", "0.01", "--api-workers", "20")),))
+    bench = Bench(False, [interpreter()], quick=False)
+    result = SCENARIO.run(bench, plan)
+    assert bench.steps == SCENARIO.count(plan, bench)
+    for row in result["resume"].values():
+        assert 0 < row["killed"]["recorded"] < plan.big_files and row["success"] == plan.big_files
+        assert row["restore"]["rows"] == row["killed"]["recorded"]
+    assert all(row["writer"]["state_bytes_per_file"] > 50 for row in result["big"].values())
+    assert {(r["variant"], r["mode"]) for r in result["stall"]} == {(v, m) for v in RUNS for m in MODES}
+    assert all(r["lag_max_s"]["median"] >= r["lag_p50_s"]["median"] >= 0 for r in result["stall"])
+    summary = SCENARIO.summary(result)
+    assert summary.startswith("## Durable runs (--state)") and "### The stall" in summary
+    assert len(SCENARIO.targets(result)) == len(RUNS) + 2

@@ -4,8 +4,8 @@ resume is, and what a commit that blocks the event loop does (not in ``--quick``
 - cost per file at zero latency with ``--state`` and without (target: within 1.5x);
 - a million files with ``--state``: peak RSS (flat: against the same run without a state, and
   against 100,000 files) and the state file's size;
-- a million-file run killed with SIGKILL half-way, then resumed: the restore alone, and the
-  resumed run's wall time;
+- a million-file run killed with SIGKILL half-way (once its state has grown to half the size the
+  uninterrupted run's ends at), then resumed: the restore alone, and the resumed run's wall time;
 - the stall: files/s and the event loop's lag (a ticker task sleeping 1 ms, measuring how late it
   wakes) without a state, with the writer (each commit handed to a thread), and with the commit
   made where a file settles (``--inline-commit``, a benchmark-only switch): the writer's batches,
@@ -138,9 +138,8 @@ class Durable(Scenario):
         for v in MEASURED:
             path = states.fresh()
             flags = [*base, "--files", plan.big_files, "--state", path]
-            half = big[v]["writer"]["wall_s"] / 2  # the same run took this long, start to end
             with bench.step(f"durable {v}: SIGKILL half-way through {plan.big_files:,} files"):
-                killed = _kill_after(bench.python, v, flags, path, half)
+                killed = _kill_half_way(bench.python, v, flags, path, big[v]["writer"]["state_bytes"])
             copy = states.copy(path)
             restore = _own_probe(bench, f"durable {v}: restore {killed['recorded']:,} rows", ["restore", copy])
             states.drop(copy)
@@ -270,20 +269,21 @@ def _own_probe(bench: Bench, label: str, args: Sequence[Any], timeout: float = 6
         return result
 
 
-def _kill_after(python: str | None, kind: str, flags: Sequence[Any], state: str, seconds: float) -> dict[str, Any]:
-    """Start a probe of ``kind`` with ``flags``; SIGKILL it ``seconds`` after its state appeared;
-    return how many rows the state holds then."""
+def _kill_half_way(python: str | None, kind: str, flags: Sequence[Any], state: str, full_bytes: int) -> dict[str, Any]:
+    """Start a probe of ``kind`` with ``flags`` and SIGKILL it once its state (file and WAL) has
+    grown to half ``full_bytes`` - the size the same run's state ends at - so about half the rows
+    are committed (the size is watched, not the rows: counting them would compete for the CPU);
+    return when that was and how many rows the state holds then."""
     cmd = [python or sys.executable, "-m", "pillpipe.benchmarks.probe", kind, *map(str, flags)]
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    started = time.monotonic()
     try:
-        deadline = time.monotonic() + 120
-        while not os.path.exists(state):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise ProbeFailed(kind, "the run ended before its state appeared")
-            time.sleep(0.005)
-        time.sleep(seconds)
-        if proc.poll() is not None:
-            raise ProbeFailed(kind, f"the run ended before the kill at {seconds:.1f} s")
+        while _size(state) < full_bytes / 2:
+            if proc.poll() is not None:
+                raise ProbeFailed(kind, "the run ended before half its state was written")
+            if time.monotonic() - started > 1800:
+                raise ProbeFailed(kind, "half the state was not written within 30 minutes")
+            time.sleep(0.01)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
     finally:
@@ -293,7 +293,11 @@ def _kill_after(python: str | None, kind: str, flags: Sequence[Any], state: str,
     from pillpipe.common.sqlite_store import SqliteStore
 
     with SqliteStore.read(state) as store:
-        return {"after_s": seconds, "recorded": store.summary()["recorded"]}
+        return {"after_s": time.monotonic() - started, "recorded": store.summary()["recorded"]}
+
+
+def _size(state: str) -> int:
+    return sum(os.path.getsize(state + suffix) for suffix in ("", "-wal") if os.path.exists(state + suffix))
 
 
 def _restore_probe(path: str) -> dict[str, Any]:
