@@ -13,8 +13,9 @@ never cancelled half-way, so nothing runs on after the writer.
 Without a writer (the sequential reference, or the benchmarks' ``--inline-commit``), the sink
 commits a due batch itself, in the worker that settled the file: the naive way, which in an event
 loop stalls every coroutine for the length of the commit (``naive``: one durable transaction, an
-fsync, per file, as SQLite's defaults would have it; ``batched``: the same batches as the writer's).  Whatever is pending when the run ends
-is committed by ``close``, after the event loop is gone.
+fsync, per file, as SQLite's defaults would have it; ``batched``: the same batches as the
+writer's).  Whatever is pending when the run ends is committed by ``close``, after the event
+loop is gone.
 
 A commit that fails (a full disk, an I/O error) is kept, not raised: the run stops like a drain
 (``on_failure``), the rows settled from then on are not written, and every batch committed before
@@ -41,13 +42,12 @@ class Journal:
                  batcher: Batcher | None = None) -> None:
         self.store = store
         self.settled = Settled()  # what earlier runs settled: a resumed run skips it
-        self.committed = 0  # rows this run committed
         self.failure: str | None = None  # why the state could not be written (then nothing more is)
         self._lock = lock if lock is not None else nullcontext()
         self._on_failure = on_failure
         self._inline = inline
         self._batcher = batcher if batcher is not None else Batcher()
-        self.behind = BEHIND * self._batcher.size  # a batch this big: the writer fell behind
+        self._behind = BEHIND * self._batcher.size  # a batch this big: the writer fell behind
         self._wake: Callable[[], None] | None = None  # the writer's, while it runs
         self._had_writer = False  # once a writer ran, only it and ``close`` commit
         self._stopping = False
@@ -77,10 +77,6 @@ class Journal:
                           "kept; working the rest")
         ledger.keep(journal.sink)
         return journal
-
-    @property
-    def active(self) -> bool:
-        return self.store is not None
 
     # The dispatcher's side --------------------------------------------------------------
     def unsettled(self, items: Iterator[Item]) -> Iterator[Item]:
@@ -135,11 +131,11 @@ class Journal:
         """Commit one batch: the one blocking call (a writer thread, or a thread an event loop
         hands it to).  A failure is kept for the run to stop on, never raised.
 
-        A batch of ``behind`` rows or more means the writer fell behind the workers: it commits
+        A batch of ``BEHIND`` batches' rows or more means the writer fell behind the workers: it commits
         it holding the ledger's lock, so the threads that settle files wait until it is written
         (backpressure: memory stays flat).  One event loop has no lock to hold, and its loop must
         never wait on the disk: there the one-statement commit (sqlite_store.py) keeps up."""
-        if len(rows) >= self.behind:
+        if len(rows) >= self._behind:
             with self._lock:
                 self._write(rows)
         else:
@@ -149,7 +145,7 @@ class Journal:
         if self._failed is not None or self.store is None:
             return
         try:
-            self.committed += self.store.commit(rows)
+            self.store.commit(rows)
         except StateWriteError as exc:
             self._failed = str(exc)
 

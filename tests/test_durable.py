@@ -225,6 +225,32 @@ def test_a_slow_trickle_is_committed_within_the_interval(run, tmp_path, commits)
     assert len(commits) >= 3
 
 
+def test_a_writer_that_fell_behind_commits_holding_the_ledgers_lock(tmp_path, monkeypatch):
+    """Threads' backpressure: a batch of BEHIND batches or more is committed under the ledger's
+    lock, so the workers that settle files wait for it; a normal batch leaves the lock free."""
+    from pillpipe.common.journal import BEHIND, Journal
+    from pillpipe.common.model import FileRecord
+    from pillpipe.common.store import BATCH_ROWS, file_row, identity
+
+    lock, held = threading.Lock(), []
+    commit = SqliteStore.commit
+
+    def watched(self: SqliteStore, rows):
+        held.append((len(rows), lock.locked()))
+        return commit(self, rows)
+
+    monkeypatch.setattr(SqliteStore, "commit", watched)
+    with SqliteStore.open(str(tmp_path / "run.db"), identity(fast(files=1))) as store:
+        journal = Journal(store, lock)
+        rows = [file_row(FileRecord(i, f"f{i}"), Outcome.CANCELLED) for i in range(BEHIND * BATCH_ROWS + 1)]
+        journal.commit(rows[:BATCH_ROWS])
+        journal.commit(rows[BATCH_ROWS:])
+    assert held == [(BATCH_ROWS, False), ((BEHIND - 1) * BATCH_ROWS + 1, False)]
+    with SqliteStore.open(str(tmp_path / "two.db"), identity(fast(files=1))) as store:
+        Journal(store, lock).commit(rows)
+    assert held[-1] == (len(rows), True) and not lock.locked()
+
+
 # A state that cannot be written any more -----------------------------------------------------
 def test_a_state_that_turns_read_only_mid_run_stops_the_run_clearly(run, tmp_path, monkeypatch):
     """After the first batch the state's connection turns read-only (SQLite's ``query_only``: a
