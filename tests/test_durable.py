@@ -302,3 +302,19 @@ def test_the_durable_benchmark_runs_counts_its_steps_and_renders(tmp_path):
     summary = SCENARIO.summary(result)
     assert summary.startswith("## Durable runs (--state)") and "### The stall" in summary
     assert len(SCENARIO.targets(result)) == len(RUNS) + 2
+
+
+def test_the_committed_durable_results_render_and_meet_their_targets(tmp_path):
+    """benchmarks/results/durable/ renders with today's code (``pillpipe bench --render``)."""
+    import shutil
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    shutil.copy(ROOT / "benchmarks" / "results" / "durable" / "results.json", tmp_path / "results.json")
+    done = subprocess.run([sys.executable, "-m", "pillpipe.benchmarks", "--render", str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    summary = (tmp_path / "summary.md").read_text()
+    assert "## Durable runs (--state)" in summary and "MISSED" not in done.stderr
