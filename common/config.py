@@ -458,7 +458,8 @@ def build_parser(prog: str, description: str, variant: str | None = None) -> arg
     r.add_argument("--state", metavar="PATH", help="keep the run's ledger in this SQLite file as well; after a "
                                                    "crash, the same command with --resume works only the rest")
     r.add_argument("--resume", action="store_true", help="continue the run --state holds: files it settled are "
-                                                        "not worked again (a missing --state starts a new run)")
+                                                        "not worked again (a --state that does not exist yet "
+                                                        "starts a new run there)")
     r.add_argument("--retry-failed", action="store_true", help="with --resume: also work the files that ended "
                                                               "failed, invalid or duplicate again")
     r.add_argument("--inline-commit", choices=INLINE, help=argparse.SUPPRESS)  # benchmarks: a commit that blocks
