@@ -295,7 +295,7 @@ class Store(Protocol):
 
 # Run identity --------------------------------------------------------------------------
 WORKLOAD_FLAGS = ("files", "input", "seed", "s3_latency", "api_latency", "fail_rate", "retries", "stage_timeout",
-                  "faults", "time_scale")
+                  "faults", "time_scale", "io")
 
 
 def identity(config: Config) -> dict[str, Any]:
@@ -306,6 +306,8 @@ def identity(config: Config) -> dict[str, Any]:
     every ``--fault`` in order (two specs for one file and stage are refused by the config).
     ``--time-scale`` only with ``--stage-timeout``: the timeout compares scaled latencies with
     real seconds, so the scale then decides which attempts time out; without one it is pace.
+    ``--io`` unless it is the default ``sim``: files a simulated run settled were never copied, so a
+    real run must not skip them (and the other way round).
     Out: pace and shape (``--time-scale`` otherwise, ``--retry-backoff``, worker counts,
     ``--queue-size``, ``--shutdown``, ``--loop``, ``--backend``, ``--shutdown-grace``) and
     output (``--json``, ``--details``, ``--quiet``): none of them changes an outcome line, so a
@@ -320,6 +322,8 @@ def identity(config: Config) -> dict[str, Any]:
         ident["input"] = input_identity(config.input, config.input_format)
     if config.stage_timeout is not None:
         ident["time_scale"] = config.time_scale
+    if config.io != "sim":
+        ident["io"] = config.io
     return ident
 
 
@@ -371,7 +375,7 @@ def _flag(key: str) -> str:
 
 def _shown(key: str, value: Any) -> str:
     if value is None:
-        return "not given"
+        return "sim" if key == "io" else "not given"
     if key == "input":
         if value.get("stdin"):
             return "- (standard input)"

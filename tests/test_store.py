@@ -249,7 +249,7 @@ def test_batch_limits_must_make_sense(size, interval):
 
 # Identity ------------------------------------------------------------------------------
 WORKLOAD = {"files": 9, "seed": 1, "s3_latency": (0.1, 0.2), "api_latency": (0.5, 0.6), "fail_rate": 0.5,
-            "retries": 2, "stage_timeout": 3.0, "faults": ("s3:id=1:raise",)}
+            "retries": 2, "stage_timeout": 3.0, "faults": ("s3:id=1:raise",), "io": "real"}
 NOT_WORKLOAD = {"time_scale": 0.0, "retry_backoff": 1.0, "s3_workers": 7, "api_workers": 5, "queue_size": 10,
                 "shutdown": "relay", "shutdown_grace": 2.0, "json": True, "details": True, "quiet": True}
 
@@ -257,6 +257,14 @@ NOT_WORKLOAD = {"time_scale": 0.0, "retry_backoff": 1.0, "s3_workers": 7, "api_w
 @pytest.mark.parametrize("flag", sorted(WORKLOAD))
 def test_a_workload_flag_changes_the_identity(flag):
     assert identity(Config(**{flag: WORKLOAD[flag]})) != identity(Config())
+
+
+def test_a_simulated_run_is_not_resumed_for_real(tmp_path):
+    """Files a simulated run settled were never copied: --io real must not skip them."""
+    path = str(tmp_path / "run.db")
+    SqliteStore.open(path, identity(Config(files=3))).close()
+    with pytest.raises(StateError, match="--io was sim, now real"):
+        SqliteStore.open(path, identity(Config(files=3, io="real")), resume=True)
 
 
 @pytest.mark.parametrize("flag", sorted(NOT_WORKLOAD))
