@@ -133,6 +133,31 @@ def test_a_drained_run_resumes_its_cancelled_files(variant, tmp_path):
     assert code == 1 and comparable(final) == clean_report(source)
 
 
+def test_a_resumed_run_drained_counts_each_generated_file_once(tmp_path):
+    """Generated files: a drained resume cancels its never-dispatched rest as id ranges - around
+    the files an earlier run kept beyond it (here ids 1,501-3,000), which are counted already.
+    One more resume then finishes the run."""
+    state = tmp_path / "run.db"
+    run_sequential(fast(files=3000, state=str(state)))
+    conn = sqlite3.connect(state, isolation_level=None)
+    conn.execute("DELETE FROM files WHERE id <= 1500")  # as if the files a run kept were the last half
+    conn.close()
+    args = [sys.executable, "-m", MODULES["asyncio"], "--files", "3000", "--time-scale", "0.01", "--s3-workers", "20",
+            "--api-workers", "40", "--queue-size", "50", "--state", str(state), "--json", "--quiet", "--resume"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while recorded(state) < 1500 + 50:  # the resume is under way, its dispatcher far below id 1,500
+        assert proc.poll() is None and time.monotonic() < deadline, "the resume ended or hung too soon"
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    code, drained, _ = finished(proc)
+    assert code == 130 and drained["cancelled"] > 0
+    assert drained["expected"] == 3000 and drained["success"] + drained["cancelled"] + drained["aborted"] == 3000
+    code, final, _ = finished(subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                               text=True))
+    assert code == 0 and comparable(final) == run_sequential(fast(files=3000)).comparable()
+
+
 # A full disk mid-run --------------------------------------------------------------------------
 def _file_size_limit(size: int) -> Any:
     def limit() -> None:  # the disk, for this process: a write past ``size`` fails with EFBIG

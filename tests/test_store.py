@@ -210,6 +210,15 @@ class Clock:
         return self.now
 
 
+def test_gaps_are_the_id_ranges_no_kept_row_covers():
+    """A drain cancels a resumed run's never-dispatched generated files as ranges: without the
+    files an earlier run kept, which are counted already."""
+    settled = Settled([ok(10), ok(3), ok(7), ok(4)])
+    assert list(settled.gaps(1, 12)) == [(1, 2), (5, 6), (8, 9), (11, 12)]
+    assert list(settled.gaps(3, 4)) == [] and list(settled.gaps(5, 5)) == [(5, 5)]
+    assert list(settled.gaps(8, 7)) == [] and list(Settled().gaps(1, 3)) == [(1, 3)]
+
+
 def test_a_batch_is_due_at_size_rows():
     batcher = Batcher(size=3, interval=10, clock=Clock())
     assert batcher.wait() is None and not batcher.due()
