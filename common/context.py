@@ -453,9 +453,9 @@ class Context:
         """A batch could not be committed: stop like a drain (no new files; started ones finish),
         record nothing more, and say so.  The report says ``stopped_by: state``; exit code 70."""
         self.ledger.errors.append(why)
-        self.notices.notice(f"⏹  {why}. Stopping: no new files; files already started finish, unrecorded")
-        if self.stop.stopped_by is None:
-            self.stop.stopped_by = "state"  # a drain, as a first signal starts one (common/stop.py)
+        self.notices.notice(f"⏹  {why}")
+        if self.stop.stopped_by is None:  # a drain, as a first signal starts one: a signal now aborts
+            self.stop.on_signal("state")
 
     # The end -------------------------------------------------------------------------------
     def report(self) -> Report:
