@@ -20,7 +20,7 @@ from pillpipe.cli import EXTRAS
 
 from .conftest import ROOT
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.xdist_group("build")]  # one build at a time: it writes in the tree
 TOP_LEVEL = ("common", "threaded", "asyncio_version", "anyio_version", "benchmarks", "services")
 
 
