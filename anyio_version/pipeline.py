@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import itertools
 import math
-import signal
-import threading
-from contextlib import AbstractAsyncContextManager, closing, contextmanager, nullcontext, suppress
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, closing, nullcontext, suppress
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable, Coroutine, Iterator
+from typing import Any, Callable, Coroutine
 
 import anyio
 import anyio.lowlevel
@@ -287,21 +285,10 @@ def _depths(streams: list[Receive]) -> list[int]:
     return [stream.statistics().current_buffer_used for stream in streams]
 
 
-@contextmanager
-def _signals(ctx: Context) -> Iterator[None]:
-    """SIGINT/SIGTERM handlers before any worker starts (even if SIGINT was ignored); replay what the
-    command line held before.  ``signal.signal``, not ``open_signal_receiver``: it is in before the
-    loop turns, and runs even when the loop cannot turn (a read of a silent pipe, which it may end)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.signal(sig, ctx.handler(reads_here=True)) for sig in (signal.SIGINT, signal.SIGTERM)}
-    ctx.signals_in()
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+def _signals(ctx: Context) -> AbstractContextManager[None]:
+    """SIGINT/SIGTERM for the run, before any worker starts (not ``open_signal_receiver``: that is in
+    only once the loop turns).  The handler runs on the loop's thread, which also reads the input."""
+    return ctx.signals(reads_here=True)
 
 
 async def _journaled(ctx: Context, main: Callable[[Context], Coroutine[Any, Any, None]]) -> None:

@@ -7,11 +7,9 @@ differ.  Everything that does not block comes from ``pillpipe.common``.
 from __future__ import annotations
 
 import asyncio
-import signal
-import threading
-from contextlib import AbstractAsyncContextManager, closing, contextmanager, nullcontext
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, closing, nullcontext
 from functools import partial
-from typing import Any, Awaitable, Callable, Coroutine, Iterator
+from typing import Any, Awaitable, Callable, Coroutine
 
 from pillpipe.common.config import Config, UsageError
 from pillpipe.common.context import POLL, Args, Context, worker_name
@@ -316,24 +314,10 @@ def _depths(queues: list[Queue]) -> list[int]:
     return [queue_.qsize() for queue_ in queues]
 
 
-@contextmanager
-def _signals(ctx: Context) -> Iterator[None]:
-    """Install SIGINT/SIGTERM handlers before any worker starts (even if SIGINT was ignored), then
-    replay a signal the command line held before they were in.  ``signal.signal``, not
-    ``loop.add_signal_handler``: the handler runs between two bytecodes of the loop's thread even
-    when the loop cannot turn - a task that never yields, or the dispatcher blocked reading a pipe
-    (which a signal that must stop the read then interrupts)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    handled = (signal.SIGINT, signal.SIGTERM)
-    previous = {sig: signal.signal(sig, ctx.handler(reads_here=True)) for sig in handled}
-    ctx.signals_in()
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+def _signals(ctx: Context) -> AbstractContextManager[None]:
+    """SIGINT/SIGTERM for the run, before any worker starts.  The handler runs on the loop's thread,
+    which also reads the input: it may end a read that must stop."""
+    return ctx.signals(reads_here=True)
 
 
 async def _journaled(ctx: Context, main: Callable[[Context], Coroutine[Any, Any, None]]) -> None:

@@ -13,7 +13,7 @@ import os
 import signal
 import stat
 import sys
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Callable, Generator, Iterator, Sequence, TextIO, TypeVarTuple, cast
 
 from .config import Config
@@ -401,22 +401,35 @@ class Context:
         """A SIGINT/SIGTERM arrived (the variant's handler calls this)."""
         self.stop.on_signal(name)
 
-    def handler(self, reads_here: bool) -> Callable[[int, Any], None]:
-        """The SIGINT/SIGTERM handler a variant installs with ``signal.signal``.  ``reads_here``: the
-        handler runs on the thread that reads the input (one event loop, or no concurrency), so it
-        may end a read that must stop (``interrupt_read``)."""
+    @contextmanager
+    def signals(self, reads_here: bool) -> Iterator[None]:
+        """SIGINT/SIGTERM are this run's from now on, even if SIGINT was inherited ignored: install
+        the handlers (``signal.signal``, which runs between two bytecodes of the main thread even
+        when an event loop cannot turn), replay a signal the command line held before they were in,
+        and restore the old handlers after.  ``reads_here``: the handler runs on the thread that
+        reads the input (one event loop, or no concurrency), so it may end a read that must stop.
+        Outside the main thread signals are not ours to handle: nothing is installed."""
+        handled = (signal.SIGINT, signal.SIGTERM)
+        try:
+            previous = {sig: signal.signal(sig, self._handler(reads_here)) for sig in handled}
+        except ValueError:  # not the main thread
+            yield
+            return
+        for name in take_early():
+            self.on_signal(name)
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
 
+    def _handler(self, reads_here: bool) -> Callable[[int, Any], None]:
         def handle(signum: int, frame: Any) -> None:
             self.on_signal(signal.Signals(signum).name)
             if reads_here:
                 self.interrupt_read()
 
         return handle
-
-    def signals_in(self) -> None:
-        """The variant's handlers are installed: replay the signals the command line held before."""
-        for name in take_early():
-            self.on_signal(name)
 
     def could_not_start(self, stage: Stage, name: str, exc: BaseException) -> None:
         """A worker could not be started (no thread, no memory left): its stage goes on without it,

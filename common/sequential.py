@@ -13,10 +13,9 @@ against, and the report every variant must equal - so it keeps the same contract
 """
 from __future__ import annotations
 
-import signal
 import time
-from contextlib import contextmanager
-from typing import Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import Callable
 
 from .config import Config
 from .context import POLL, Context
@@ -98,21 +97,7 @@ def _wait_through(ctx: Context, steps: Steps) -> None:
             ctx.tend()
 
 
-@contextmanager
-def _signals(ctx: Context) -> Iterator[None]:
-    """Install SIGINT/SIGTERM handlers for the run (even if SIGINT was ignored), replay a signal
-    the command line held before they were in, restore the old ones after.  The handler runs on
-    the one thread there is: it can end a read of the input that must stop (a pipe that stays
-    silent)."""
-    handled = (signal.SIGINT, signal.SIGTERM)
-    try:
-        previous = {sig: signal.signal(sig, ctx.handler(reads_here=True)) for sig in handled}
-    except ValueError:  # not the main thread: signals are not ours to handle
-        yield
-        return
-    ctx.signals_in()
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+def _signals(ctx: Context) -> AbstractContextManager[None]:
+    """SIGINT/SIGTERM for the run.  The handler runs on the one thread there is, which also reads
+    the input: it may end a read that must stop."""
+    return ctx.signals(reads_here=True)

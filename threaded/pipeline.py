@@ -7,11 +7,10 @@ differ.  Everything that does not block comes from ``pillpipe.common``.
 from __future__ import annotations
 
 import queue
-import signal
 import threading
-from contextlib import AbstractContextManager, closing, contextmanager, nullcontext
+from contextlib import AbstractContextManager, closing, nullcontext
 from functools import partial
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 from pillpipe.common.config import Config
 from pillpipe.common.context import POLL, Args, Context, worker_name
@@ -347,22 +346,10 @@ def _depths(queues: list[Queue]) -> list[int]:
     return [queue_.qsize() for queue_ in queues]
 
 
-@contextmanager
-def _signals(ctx: Context) -> Iterator[None]:
-    """Install SIGINT/SIGTERM handlers before any worker starts (even if SIGINT was ignored), then
-    replay a signal the command line held before they were in.  The handler runs on the main
-    thread, the coordinator's: the dispatcher's reads happen elsewhere (an abort gives it up)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    handled = (signal.SIGINT, signal.SIGTERM)
-    previous = {sig: signal.signal(sig, ctx.handler(reads_here=False)) for sig in handled}
-    ctx.signals_in()
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+def _signals(ctx: Context) -> AbstractContextManager[None]:
+    """SIGINT/SIGTERM for the run, before any worker starts.  The handler runs on the main thread,
+    the coordinator's: the dispatcher reads the input on its own thread (an abort gives it up)."""
+    return ctx.signals(reads_here=False)
 
 
 def _journaled(ctx: Context, main: Callable[[Context], None]) -> None:
