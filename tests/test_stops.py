@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import random
 import re
 import signal
@@ -18,15 +17,17 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Any
 
 import pytest
 
 from pillpipe.common import stop as stop_module
 from pillpipe.common.ledger import Ledger, never_started_term
-from pillpipe.common.model import FileRecord, Outcome
+from pillpipe.common.model import FileRecord
 from pillpipe.common.stop import ABORT_BOUND, DEFAULT_GRACE, WAIT_EVERY
 from pillpipe.common.workload import file_name
 
+from .child import Child
 from .conftest import RUNS, ROOT, fast, run_sequential
 
 pytestmark = pytest.mark.timeout(120)
@@ -42,68 +43,10 @@ def model(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-class Child:
-    """``python -m pillpipe run VARIANT --json [--details] ARGS``: stderr read line by line by a
-    thread, stdout (the JSON report) by another."""
-
-    def __init__(self, variant: str, *args: str, details: bool = True, **popen) -> None:
-        env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
-        command = [sys.executable, "-m", "pillpipe", "run", variant, "--json", *(["--details"] * details), *args]
-        self.proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     env=env, **popen)
-        self.seen: list[str] = []
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.out: list[str] = []
-        self.readers = [threading.Thread(target=self._pump, daemon=True),
-                        threading.Thread(target=lambda: self.out.append(self.proc.stdout.read()), daemon=True)]
-        for reader in self.readers:
-            reader.start()
-
-    def _pump(self) -> None:
-        for line in self.proc.stderr:
-            self.lines.put(line)
-        self.lines.put(None)
-
-    def wait_for(self, marker: str, timeout: float = 30) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Empty:
-                self.kill()
-                raise AssertionError(f"no {marker!r} within {timeout}s; printed:\n{self.tail()}") from None
-            if line is None:
-                raise AssertionError(f"ended without printing {marker!r}; printed:\n{self.tail()}")
-            self.seen.append(line)
-            if marker in line:
-                return line
-
-    def tail(self) -> str:
-        return "".join(self.seen[-40:])
-
-    def send(self, sig: signal.Signals) -> None:
-        self.proc.send_signal(sig)
-
-    def kill(self) -> None:
-        """A hang is the bug under test: the child is ended so the suite goes on (the test fails)."""
-        self.proc.kill()
-
-    def finish(self, timeout: float = 30) -> tuple[int, dict, str, float]:
-        """Wait for the exit; (code, report, stderr, seconds waited).  ``timeout`` is a hang guard."""
-        start = time.monotonic()
-        try:
-            code = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(f"hung for {timeout}s; printed:\n{self.tail()}") from None
-        waited = time.monotonic() - start
-        for reader in self.readers:
-            reader.join(timeout=30)
-        while (line := self.lines.get(timeout=10)) is not None:
-            self.seen.append(line)
-        err = "".join(self.seen)
-        assert "Traceback" not in err, err[-3000:]
-        return code, json.loads(self.out[0]), err, waited
+def child_of(variant: str, *args: str, details: bool = True, **popen: Any) -> Child:
+    """``python -m pillpipe run VARIANT --json [--details] ARGS``."""
+    command = [sys.executable, "-m", "pillpipe", "run", variant, "--json", *(["--details"] * details), *args]
+    return Child(command, **popen)
 
 
 def outcomes(report: dict) -> dict[int, str]:
@@ -123,7 +66,7 @@ def test_sigterm_drains_with_a_default_grace_and_says_what_it_waits_for(model):
     """The reproducer was ``timeout 30 pillpipe run threaded --fault s3:id=1:hang``: a SIGTERM drained
     forever, silently.  Now it drains for 30 s (said in the first line), says every 3 s which file
     it waits for in which worker and for how long, and a second signal aborts it."""
-    child = Child(model, "--files", "6", "--time-scale", "0.02", "--fault", "api:id=1:hang")
+    child = child_of(model, "--files", "6", "--time-scale", "0.02", "--fault", "api:id=1:hang")
     child.wait_for("stored file [file_100.pdf]")  # file 1 now hangs in its upload
     child.send(signal.SIGTERM)
     assert f"(again to abort, or after {DEFAULT_GRACE:g}s)" in child.wait_for(DRAINING)
@@ -138,7 +81,7 @@ def test_sigterm_drains_with_a_default_grace_and_says_what_it_waits_for(model):
 
 
 def test_sigint_has_no_default_grace(model):
-    child = Child(model, "--files", "6", "--time-scale", "0.02", "--fault", "s3:id=1:hang")
+    child = child_of(model, "--files", "6", "--time-scale", "0.02", "--fault", "s3:id=1:hang")
     child.wait_for("copy file file_100.pdf")
     child.send(signal.SIGINT)
     assert child.wait_for(DRAINING).rstrip().endswith("(again to abort)")
@@ -148,7 +91,7 @@ def test_sigint_has_no_default_grace(model):
 
 
 def test_the_grace_ends_a_drain_that_waits_for_a_hung_call(model):
-    child = Child(model, "--files", "6", "--time-scale", "0.02", "--fault", "s3:id=1:hang", "--shutdown-grace", "0.5")
+    child = child_of(model, "--files", "6", "--time-scale", "0.02", "--fault", "s3:id=1:hang", "--shutdown-grace", "0.5")
     child.wait_for("copy file file_100.pdf")
     child.send(signal.SIGTERM)
     code, report, err, _ = child.finish()
@@ -196,7 +139,7 @@ def test_the_waiting_line_names_files_workers_and_durations(name, monkeypatch, c
 # A second signal ends any run (issue 10, class 3) ------------------------------------------------
 def test_a_drain_counts_a_billion_files_it_never_dispatched(model):
     """The rest of a run of 10^9 generated files is counted in one step, not cancelled one by one."""
-    child = Child(model, "--files", "1000000000", "--time-scale", "0.01", "--queue-size", "100", details=False)
+    child = child_of(model, "--files", "1000000000", "--time-scale", "0.01", "--queue-size", "100", details=False)
     child.wait_for("✓ Verified")
     child.send(signal.SIGINT)
     code, report, err, _ = child.finish(timeout=30)
@@ -208,7 +151,7 @@ def test_a_drain_counts_a_billion_files_it_never_dispatched(model):
 def test_unbounded_queues_at_zero_latency_still_take_a_signal(model):
     """asyncio's unbounded put never yields (CPython gh-87285): the dispatcher used to run the whole
     run ahead in one step, deaf to SIGINT.  Now a signal drains it at once, in every model."""
-    child = Child(model, "--files", "1000000000", "--time-scale", "0", details=False)
+    child = child_of(model, "--files", "1000000000", "--time-scale", "0", details=False)
     child.wait_for("✓ Verified")
     child.send(signal.SIGINT)
     child.wait_for(DRAINING, timeout=10)
@@ -248,7 +191,7 @@ def test_a_silent_fifo_ends_on_the_second_signal(model, tmp_path):
     writer = os.open(fifo, os.O_RDWR)  # holds the FIFO open (never blocks, never consumed by a check)
     try:
         os.write(writer, b'{"id": 1, "name": "a.pdf"}\n{"id": 2, "name": "b.pdf"}\n')
-        child = Child(model, "--input", str(fifo), "--time-scale", "0.01")
+        child = child_of(model, "--input", str(fifo), "--time-scale", "0.01")
         child.wait_for("dispatching file b.pdf")
         child.send(signal.SIGINT)
         child.wait_for(DRAINING)
@@ -267,7 +210,7 @@ def test_dev_zero_ends_on_signals(model):
 
     if not hasattr(source, "MAX_LINE"):
         pytest.skip("reading /dev/zero is bounded once the input hardening lands (common/source.py MAX_LINE)")
-    child = Child(model, "--input", "/dev/zero")
+    child = child_of(model, "--input", "/dev/zero")
     child.wait_for("")  # the first line said about it (a rejected line, or that it cannot be read)
     for _ in range(2):
         if child.proc.poll() is None:
@@ -295,7 +238,7 @@ def test_a_signal_at_any_instant_after_start_up_is_honoured(name):
     Never a run that completes as if nothing happened."""
     rng = random.Random(f"startup-{name}")
     for _ in range(5):
-        child = Child(name, "--files", "8", "--time-scale", "0.05", details=False)  # ~0.5 s: signals land mid-run
+        child = child_of(name, "--files", "8", "--time-scale", "0.05", details=False)  # ~0.5 s: signals land mid-run
         if rng.random() < 0.5:
             child.wait_for("")  # half of them once it has printed its first line
         time.sleep(rng.uniform(0, 0.15))  # the instant is what this test draws
@@ -351,7 +294,6 @@ def test_out_of_threads_the_run_stops_cleanly_with_a_report(name):
 
 def test_a_worker_that_cannot_start_leaves_its_siblings_the_work(monkeypatch):
     """What could start runs: an S3 thread that cannot start is a worker that never lived."""
-    import threading
 
     from pillpipe.common.context import WorkerCrashes
 
