@@ -22,7 +22,7 @@ from pillpipe.common.model import PILL
 from pillpipe.common.shutdown import STRATEGIES, unsupported
 
 from .conftest import RUNS, cli, fast, in_flight_bound, run_sequential
-from .test_signals import ABORTING, Child, check
+from .test_signals import ABORTING, check, child_of
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -149,12 +149,12 @@ def test_a_dying_worker_gives_back_what_it_holds(run, fault):
 
 @pytest.mark.parametrize("variant", list(RUNS))
 def test_a_second_sigint_aborts_in_batches(variant):
-    child = Child(variant, "--files", "30", "--queue-size", "3", "--time-scale", "0.5", "--batch", "8")
+    child = child_of(variant, "--files", "30", "--queue-size", "3", "--time-scale", "0.5", "--batch", "8")
     child.wait_for("💾 Uploader")
     child.send(signal.SIGINT)
     child.wait_for("draining")
     child.send(signal.SIGINT)
-    code, report, err = child.finish()
+    code, report, err, _ = child.finish()
     assert code == 130 and report["stopped_by"] == "SIGINT" and err.count(ABORTING) == 1
     groups = check(report, 30)
     assert all(f["s3_attempts"] == 0 for f in groups.get("cancelled", []))

@@ -36,7 +36,7 @@ from pillpipe.common.source import MAX_LINE, MAX_SKIP, InputError, _Seen, record
 
 from . import hostile
 from .conftest import MODULES, ROOT, cli, fast, run_sequential
-from .test_signals import Child
+from .test_signals import child_of
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -430,7 +430,7 @@ def test_the_longest_accepted_waits_are_real_waits_in_every_model():
     and an abort ends them: the same report in every model."""
     reports = []
     for variant in MODULES:
-        child = Child(variant, "--files", "3", "--s3-latency", "0", "0", "--api-latency", "3600", "3600",
+        child = child_of(variant, "--files", "3", "--s3-latency", "0", "0", "--api-latency", "3600", "3600",
                       "--time-scale", "100", "--fault", "api:id=1:slow=1000", "--fault", "s3:id=2:hang",
                       "--fault", "s3:id=3:raise", "--retries", "1", "--retry-backoff", "3600")
         for marker in ("attempt 1/2 for [file_102.pdf] failed", "stored file [file_100.pdf]"):
@@ -440,7 +440,7 @@ def test_the_longest_accepted_waits_are_real_waits_in_every_model():
         child.send(signal.SIGINT)
         child.wait_for("draining")
         child.send(signal.SIGINT)
-        code, report, err = child.finish()
+        code, report, err, _ = child.finish()
         assert code == 130 and report["aborted"] == report["expected"] == 3, err
         states = {f["id"]: (f["last_stage"], f["s3_attempts"], f["api_attempts"]) for f in report["files"]}
         assert states == {1: ("s3", 1, 1), 2: ("dispatch", 1, 0), 3: ("dispatch", 1, 0)}
