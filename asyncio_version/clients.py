@@ -1,7 +1,7 @@
 """The asyncio model's real clients: aiobotocore for S3, aiohttp (or httpx) for the metadata API.
 
-Read it beside ``threaded/clients.py`` and ``anyio_version/clients.py``: the same names in the
-same order.  One client of each kind serves every worker task, its pool sized by the caller
+Read it beside ``threaded/clients.py``: the same names in the same order.  The anyio model
+uses this code too, on httpx (``anyio_version/clients.py``).  One client of each kind serves every worker task, its pool sized by the caller
 (``s3_pool``/``api_pool``; None keeps the library's default: 10 for aiobotocore, 100 for
 aiohttp).  The libraries' own retries are off: retries, backoff and faults belong to the shared
 core (``common/stages.py``).
@@ -48,13 +48,15 @@ TLS = (botocore.exceptions.SSLError, aiohttp.ClientSSLError)  # ... and a certif
 class Clients:
     """The run's S3 client and API client; an async context manager that closes them."""
 
+    choices = HTTP_CLIENTS  # the API client libraries this model offers (the anyio model's subclass: httpx)
+
     def __init__(self, endpoints: Endpoints, *, s3_pool: int | None = None, api_pool: int | None = None,
                  timeout: float | None = None, http_client: str | None = None) -> None:
         self.endpoints, self.timeout = endpoints, timeout
         self.s3_pool, self.api_pool = s3_pool, api_pool
-        self.http_client = http_client or HTTP_CLIENTS[0]
-        if self.http_client not in HTTP_CLIENTS:
-            raise ValueError(f"http client must be one of {', '.join(HTTP_CLIENTS)} (got {self.http_client})")
+        self.http_client = http_client or self.choices[0]
+        if self.http_client not in self.choices:
+            raise ValueError(f"http client must be one of {', '.join(self.choices)} (got {self.http_client})")
         self.libraries = {"s3": f"aiobotocore+{self.http_client}", "api": self.http_client}
         self._stack = AsyncExitStack()
         self._perform: dict[type, Callable[[Any], Awaitable[Result]]] = {

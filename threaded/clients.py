@@ -1,8 +1,8 @@
 """The threaded model's real clients: boto3 for S3, urllib3 (or httpx) for the metadata API.
 
-Read it beside ``asyncio_version/clients.py`` and ``anyio_version/clients.py``: the same names in
-the same order.  One client of each kind serves every worker thread (boto3 clients and the
-connection pools are thread-safe), its pool sized by the caller (``s3_pool``/``api_pool``;
+Read it beside ``asyncio_version/clients.py`` (which ``anyio_version/clients.py`` reuses): the
+same names in the same order.  One client of each kind serves every worker thread (boto3 clients
+and the connection pools are thread-safe), its pool sized by the caller (``s3_pool``/``api_pool``;
 None keeps the library's default, 10 connections for boto3).  The libraries' own retries are
 off: retries, backoff and faults belong to the shared core (``common/stages.py``).
 
@@ -50,13 +50,15 @@ logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 class Clients:
     """The run's S3 client and API client; a context manager that closes them."""
 
+    choices = HTTP_CLIENTS  # the API client libraries this model offers
+
     def __init__(self, endpoints: Endpoints, *, s3_pool: int | None = None, api_pool: int | None = None,
                  timeout: float | None = None, http_client: str | None = None) -> None:
         self.endpoints, self.timeout = endpoints, timeout
         self.s3_pool, self.api_pool = s3_pool, api_pool
-        self.http_client = http_client or HTTP_CLIENTS[0]
-        if self.http_client not in HTTP_CLIENTS:
-            raise ValueError(f"http client must be one of {', '.join(HTTP_CLIENTS)} (got {self.http_client})")
+        self.http_client = http_client or self.choices[0]
+        if self.http_client not in self.choices:
+            raise ValueError(f"http client must be one of {', '.join(self.choices)} (got {self.http_client})")
         self.libraries = {"s3": "boto3", "api": self.http_client}
         self._stack = ExitStack()
         self._perform: dict[type, Callable[[Any], Result]] = {
