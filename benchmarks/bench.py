@@ -22,7 +22,7 @@ from .scenarios import REGISTRY, all_scenarios
 
 # Measured on the 2-core machine of benchmarks/results/ (benchmarks/results/README.md says how).
 QUICK_TAKES = "about 10 s"
-FULL_TAKES = "about 10 minutes"
+FULL_TAKES = "about 30 minutes"
 
 
 def parser(prog: str) -> argparse.ArgumentParser:

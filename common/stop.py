@@ -1,7 +1,7 @@
 """How a run stops: running -> draining (the first signal) -> aborting (a second signal, or the
 grace period running out).  The rules only; each variant wakes its own workers.
 
-The bounds, each stated once here (and in the README):
+The bounds, each stated once here (and in docs/reliability.md):
 
 - ``DEFAULT_GRACE``: a SIGTERM drains for at most 30 s (Kubernetes' default grace), then aborts,
   so a service manager's stop ends in bounded time even when a call hangs.  A SIGINT drains until
