@@ -76,6 +76,10 @@ class Workload:
     def __post_init__(self) -> None:
         object.__setattr__(self, "_ranges", {Stage.S3: self.s3_latency, Stage.API: self.api_latency})
 
+    def waits_nothing(self) -> bool:
+        """Whether every attempt's latency is zero."""
+        return self.time_scale == 0 or all(low == high == 0 for low, high in self._ranges.values())
+
     def latency(self, stage: Stage, file_id: int, attempt: int) -> float:
         """Seconds this attempt takes (already multiplied by ``time_scale``)."""
         if self.time_scale == 0:

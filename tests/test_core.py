@@ -1,6 +1,7 @@
 """The shared core on its own: determinism, the pill, the ledger, the report, the config."""
 from __future__ import annotations
 
+import io
 import pickle
 import uuid
 
@@ -81,6 +82,34 @@ def test_stage_logic_copies_then_uploads():
     waits = _drive(api_upload(record, plan, "API-Worker-1"))
     assert len(waits) == 1 and 1 <= waits[0] <= 2
     assert record.status is Status.API_UPLOADED and record.last_stage is Stage.API
+
+
+@pytest.mark.parametrize("name", ["file_100.pdf", "caf\u00e9 \u540d.pdf", "\ud800"])  # the last: no key can be made
+def test_the_fast_path_does_what_the_general_path_does(name):
+    """Nothing can wait or fail (``StagePlan.instant``): the stages work the file at once and return no
+    step; the record and the event lines are the general path's, a failed key included."""
+    records, lines = [], []
+    for instant in (True, False):
+        out = io.StringIO()
+        plan = StagePlan(Workload(seed=3, time_scale=0), retries=2, events=Events(out))
+        assert plan.instant
+        object.__setattr__(plan, "instant", instant)
+        record = FileRecord(7, name)
+        assert _drive(s3_copy(record, plan, "S3-Worker-1")) == []
+        assert _drive(api_upload(record, plan, "API-Worker-1")) == []
+        records.append(repr(record))
+        lines.append(out.getvalue())
+    assert records[0] == records[1] and lines[0] == lines[1] and lines[0].count("\n") >= 2
+    assert ("FAILED" in records[0]) == (name == "\ud800")
+
+
+def test_the_fast_path_only_when_nothing_can_wait_or_fail():
+    assert StagePlan(Workload(time_scale=0)).instant
+    assert StagePlan(Workload(time_scale=1, s3_latency=(0, 0), api_latency=(0, 0))).instant
+    assert not StagePlan(Workload(time_scale=1)).instant
+    assert not StagePlan(Workload(time_scale=0, fail_rate=0.1)).instant
+    assert not StagePlan(Workload(time_scale=0), FaultPlan.parse(["s3:id=1:slow=2"])).instant
+    assert StagePlan(Workload(time_scale=0), FaultPlan.parse(["s3:worker=1:after=1:die"])).instant  # a loop's fault
 
 
 def test_failures_are_data_with_bounded_retries_and_backoff():
