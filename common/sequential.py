@@ -21,7 +21,7 @@ from .config import Config
 from .context import POLL, Context
 from .model import FileRecord, Stage
 from .report import Report
-from .stages import HANG, StagePlan, Steps, api_upload, s3_copy
+from .stages import DONE, HANG, StagePlan, Steps, api_upload, s3_copy
 from .timing import WorkerClock
 
 VARIANT = "sequential"
@@ -65,7 +65,9 @@ def _through_stages(ctx: Context, crew: dict[Stage, WorkerClock], record: FileRe
         try:
             if not ctx.take(me, record):
                 return False
-            _wait_through(ctx, STEPS[stage](record, ctx.plan, me.name))
+            steps = STEPS[stage](record, ctx.plan, me.name)
+            if steps is not DONE:  # a stage that is already done has nothing to wait through
+                _wait_through(ctx, steps)
             ctx.release(me, record)
         except Exception as exc:  # an injected worker death
             ctx.worker_died(stage, me.name, exc)
@@ -77,7 +79,9 @@ def _through_stages(ctx: Context, crew: dict[Stage, WorkerClock], record: FileRe
 
 def _verify(ctx: Context, me: WorkerClock, record: FileRecord) -> None:
     try:
-        _wait_through(ctx, ctx.verify(me, record))
+        steps = ctx.verify(me, record)
+        if steps is not DONE:
+            _wait_through(ctx, steps)
     except Exception as exc:  # an injected verifier crash: the only verifier
         ctx.worker_died(Stage.VERIFY, me.name, exc)
 
