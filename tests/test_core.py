@@ -185,6 +185,19 @@ def test_ledger_classifies_what_is_left_in_flight():
     assert (report.cancelled, report.aborted, report.expected) == (1, 1, 2)
 
 
+@pytest.mark.parametrize("files", [0, 5])
+def test_timing_says_when_the_last_file_was_verified(files):
+    from pillpipe.common import sequential
+    timing = sequential.run(Config(files=files, time_scale=0, quiet=True)).timing
+    verifier = timing["workers"]["Verifier"]
+    if files == 0:
+        assert timing["last_verified_s"] is None and timing["shutdown_tail_s"] is None
+        return
+    assert verifier["started_s"] < timing["last_verified_s"] <= verifier["pill_s"] <= timing["wall_s"]
+    assert timing["shutdown_tail_s"] == pytest.approx(verifier["exited_s"] - timing["last_verified_s"])
+    assert timing["stages"]["verify"]["files"] == files and timing["stages"]["s3"]["busy_s"] > 0
+
+
 def test_report_equality_ignores_only_variant_and_timing():
     a = Report("threaded", expected=1, success=1, digest="ab", timing={"wall_s": 1})
     b = Report("asyncio", expected=1, success=1, digest="ab", timing={"wall_s": 2})
