@@ -23,6 +23,8 @@ REJECTED_SHOWN = 10  # rejected records whose reason the report keeps (the rest 
 DETAILS_RANGE = 100_000  # --details lists at most this many files of one not-dispatched range (~15 MB of JSON)
 _TEXT: dict[Outcome | Stage | None, str] = {member: member.value for enum in (Outcome, Stage) for member in enum}  # .value is slow on the hot path
 _TEXT[None] = ""
+# Members compared once per file, looked up once (on Python 3.11 each ``Outcome.X`` is a descriptor call)
+_SUCCESS, _FAILED, _CANCELLED, _API_UPLOADED = Outcome.SUCCESS, Outcome.FAILED, Outcome.CANCELLED, Status.API_UPLOADED
 
 
 def outcome_line(record: FileRecord, outcome: Outcome) -> str:
@@ -150,7 +152,7 @@ class Ledger:
     # Terminal states -----------------------------------------------------------------
     def verify(self, record: FileRecord) -> Outcome:
         """The verifier's verdict on a record that reached it."""
-        outcome = Outcome.SUCCESS if record.status is Status.API_UPLOADED else Outcome.FAILED
+        outcome = _SUCCESS if record.status is _API_UPLOADED else _FAILED
         with self._lock:
             self.processed += 1
             if self._in_flight.pop(record.id, None) is not None:
@@ -202,7 +204,7 @@ class Ledger:
     def _terminal(self, record: FileRecord, outcome: Outcome, verified: bool = False) -> None:
         if self._sink is not None:
             self._sink(file_row(record, outcome, verified))
-        if outcome is Outcome.CANCELLED and _never_started(record):
+        if outcome is _CANCELLED and _never_started(record):
             term = never_started_term(record.id, record.id, record.error)
         else:
             term = _term(outcome_line(record, outcome))

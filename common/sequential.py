@@ -27,6 +27,7 @@ from .timing import WorkerClock
 VARIANT = "sequential"
 HANDLES_SIGNALS = True  # installs its own SIGINT/SIGTERM handlers for the whole run
 STEPS: dict[Stage, Callable[[FileRecord, StagePlan, str], Steps]] = {Stage.S3: s3_copy, Stage.API: api_upload}
+THROUGH, VERIFY = (Stage.S3, Stage.API), Stage.VERIFY  # looked up once (a Stage.X is a descriptor call on 3.11)
 TEND_EVERY = 64  # files between two looks at the stop (and the progress view) when nothing waits
 
 
@@ -43,7 +44,7 @@ def run(config: Config) -> Report:
         try:
             for n, record in enumerate(admitted):
                 if _through_stages(ctx, crew, record):
-                    _verify(ctx, crew[Stage.VERIFY], record)
+                    _verify(ctx, crew[VERIFY], record)
                 if n % TEND_EVERY == 0:
                     ctx.tend()
         except Aborted:
@@ -60,7 +61,7 @@ def run(config: Config) -> Report:
 def _through_stages(ctx: Context, crew: dict[Stage, WorkerClock], record: FileRecord) -> bool:
     """Copy then upload one file; False when it must not reach the verifier (cancelled because a
     stage is dead, or held by the worker that just died - the stage's next worker takes over)."""
-    for stage in (Stage.S3, Stage.API):
+    for stage in THROUGH:
         me = crew[stage]
         try:
             if not ctx.take(me, record):

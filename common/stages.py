@@ -155,28 +155,33 @@ def api_upload(record: FileRecord, plan: StagePlan, worker: str) -> Steps:
 # raise all the same (a name the key cannot be made of), the general path takes the file from the
 # start, so a per-file error stays data, counted and retried exactly as there.
 
+# The members the fast path sets, looked up once: on Python 3.11 each ``Status.X`` is a descriptor
+# call (~50 ns), a tenth of what the fast path costs per stage.
+_FAILED, _S3_COPIED, _API_UPLOADED, _S3, _API = Status.FAILED, Status.S3_COPIED, Status.API_UPLOADED, Stage.S3, Stage.API
+
+
 def _copy_now(record: FileRecord, plan: StagePlan, worker: str) -> Steps:
-    if record.status is Status.FAILED:
+    if record.status is _FAILED:
         return DONE
     try:
         key = dest_key(plan.workload.seed, record.name)
     except Exception:  # noqa: BLE001 - the general path fails it, as data
-        return Steps(_attempts(Stage.S3, record, plan, worker))
+        return Steps(_attempts(_S3, record, plan, worker))
     record.s3_attempts = 1
     events = plan.events
     if events.enabled:
         events.s3_copying(worker, record)
-    record.dest_key, record.status, record.last_stage, record.error = key, Status.S3_COPIED, Stage.S3, None
+    record.dest_key, record.status, record.last_stage, record.error = key, _S3_COPIED, _S3, None
     if events.enabled:
         events.s3_stored(worker, record, DEST_BUCKET)
     return DONE
 
 
 def _upload_now(record: FileRecord, plan: StagePlan, worker: str) -> Steps:
-    if record.status is Status.FAILED:
+    if record.status is _FAILED:
         return DONE
     record.api_attempts = 1
-    record.status, record.last_stage, record.error = Status.API_UPLOADED, Stage.API, None
+    record.status, record.last_stage, record.error = _API_UPLOADED, _API, None
     if plan.events.enabled:
         plan.events.api_uploaded(worker, record)
     return DONE
