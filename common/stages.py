@@ -44,6 +44,10 @@ P = ParamSpec("P")
 Step = Union[float, Call]  # what a stage yields: seconds to wait, or a call to make
 Gen = Generator[Step, Any, Any]  # a stage's generator: a call's result is sent in, its CallError thrown in
 
+# The members a stage sets and compares once per file, looked up once: on Python 3.11 each
+# ``Status.X`` is a descriptor call (~50 ns), a tenth of what the fast path costs per stage.
+_FAILED, _S3_COPIED, _API_UPLOADED, _S3, _API = Status.FAILED, Status.S3_COPIED, Status.API_UPLOADED, Stage.S3, Stage.API
+
 
 class Steps:
     """A stage's steps, as the variant's ``_wait_through`` takes them: iterate for each one (a wait in
@@ -139,14 +143,14 @@ def s3_copy(record: FileRecord, plan: StagePlan, worker: str) -> Steps:
     """Copy one file between buckets: READY -> S3_COPIED with a stable ``dest_key``."""
     if plan.instant:
         return _copy_now(record, plan, worker)
-    return Steps(_attempts(Stage.S3, record, plan, worker))
+    return Steps(_attempts(_S3, record, plan, worker))
 
 
 def api_upload(record: FileRecord, plan: StagePlan, worker: str) -> Steps:
     """Upload one file's metadata: S3_COPIED -> API_UPLOADED."""
     if plan.instant:
         return _upload_now(record, plan, worker)
-    return Steps(_attempts(Stage.API, record, plan, worker))
+    return Steps(_attempts(_API, record, plan, worker))
 
 
 # The fast path: when no attempt can wait or fail (simulated I/O, no latency, no failure rate, no
@@ -154,11 +158,6 @@ def api_upload(record: FileRecord, plan: StagePlan, worker: str) -> Steps:
 # as ``_attempts`` would do it, and the stage returns ``DONE``: no generator to run.  Should it
 # raise all the same (a name the key cannot be made of), the general path takes the file from the
 # start, so a per-file error stays data, counted and retried exactly as there.
-
-# The members the fast path sets, looked up once: on Python 3.11 each ``Status.X`` is a descriptor
-# call (~50 ns), a tenth of what the fast path costs per stage.
-_FAILED, _S3_COPIED, _API_UPLOADED, _S3, _API = Status.FAILED, Status.S3_COPIED, Status.API_UPLOADED, Stage.S3, Stage.API
-
 
 def _copy_now(record: FileRecord, plan: StagePlan, worker: str) -> Steps:
     if record.status is _FAILED:
@@ -203,15 +202,15 @@ def verify_checks(record: FileRecord, plan: StagePlan) -> Gen:
 
 def _copied(record: FileRecord, plan: StagePlan, events: Events, worker: str) -> None:
     record.dest_key = dest_key(plan.workload.seed, record.name)
-    record.status = Status.S3_COPIED
-    record.last_stage = Stage.S3
+    record.status = _S3_COPIED
+    record.last_stage = _S3
     if events.enabled:
         events.s3_stored(worker, record, DEST_BUCKET)
 
 
 def _uploaded(record: FileRecord, plan: StagePlan, events: Events, worker: str) -> None:
-    record.status = Status.API_UPLOADED
-    record.last_stage = Stage.API
+    record.status = _API_UPLOADED
+    record.last_stage = _API
     if events.enabled:
         events.api_uploaded(worker, record)
 
@@ -225,10 +224,10 @@ _ATTEMPTS_FIELD = {Stage.S3: "s3_attempts", Stage.API: "api_attempts"}
 
 def _attempts(stage: Stage, record: FileRecord, plan: StagePlan, worker: str) -> Gen:
     events = plan.events
-    if record.status is Status.FAILED:  # failed upstream: passes through to the verifier untouched
+    if record.status is _FAILED:  # failed upstream: passes through to the verifier untouched
         return
     attempts = plan.retries + 1
-    field_name, on_success, copying = _ATTEMPTS_FIELD[stage], _ON_SUCCESS[stage], events.enabled and stage is Stage.S3
+    field_name, on_success, copying = _ATTEMPTS_FIELD[stage], _ON_SUCCESS[stage], events.enabled and stage is _S3
     attempt_steps = _simulated if plan.io is None else _real
     for attempt in range(1, attempts + 1):
         setattr(record, field_name, attempt)
@@ -249,7 +248,7 @@ def _attempts(stage: Stage, record: FileRecord, plan: StagePlan, worker: str) ->
             backoff = plan.backoff(attempt)
             if backoff:
                 yield backoff
-    record.status = Status.FAILED
+    record.status = _FAILED
     record.failed_stage = stage
 
 
