@@ -33,6 +33,14 @@ def outcome_line(record: FileRecord, outcome: Outcome) -> str:
             f"{record.error or ''}\t{record.s3_attempts}\t{record.api_attempts}\t{_TEXT[record.last_stage]}")
 
 
+def outcome_term(record: FileRecord, outcome: Outcome) -> int:
+    """What one file adds to the digest when it settles as ``outcome``: what the ledger adds, and what
+    anything rebuilding a digest from settled rows must add (a never-started file: its closed form)."""
+    if outcome is _CANCELLED and _never_started(record):
+        return never_started_term(record.id, record.id, record.error)
+    return _term(outcome_line(record, outcome))
+
+
 def _term(line: str) -> int:
     """One outcome line's term of the digest: its SHA-256 as a number (the digest sums them mod 2^256)."""
     return _from_bytes(_sha256(line.encode()).digest(), "big")
@@ -204,12 +212,8 @@ class Ledger:
     def _terminal(self, record: FileRecord, outcome: Outcome, verified: bool = False) -> None:
         if self._sink is not None:
             self._sink(file_row(record, outcome, verified))
-        if outcome is _CANCELLED and _never_started(record):
-            term = never_started_term(record.id, record.id, record.error)
-        else:
-            term = _term(outcome_line(record, outcome))
         self._counts[outcome] += 1
-        self._digest += term  # mod 2^256 when reported
+        self._digest += outcome_term(record, outcome)  # mod 2^256 when reported
         if self._details is not None:
             self._details.append(
                 {"id": record.id, "name": record.name, "outcome": outcome.value, "dest_key": record.dest_key,
