@@ -245,8 +245,7 @@ class Context:
         if self.stop.draining and me.stage is Stage.S3 and record.s3_attempts == 0:
             self.ledger.settle(record, Outcome.CANCELLED)
             return False
-        reason = self._dead_reason(me.stage)
-        if reason is not None:
+        if self.crew.dead and (reason := self._dead_reason(me.stage)) is not None:
             self.ledger.settle(record, Outcome.CANCELLED, reason)
             return False
         self._hold(me, record)
