@@ -39,7 +39,7 @@ from typing import Any, Iterable
 from urllib.parse import urlsplit
 
 from .config import UsageError
-from .ledger import outcome_line, rejected_line
+from .ledger import outcome_line, outcome_term, rejected_line
 from .model import PILL, FileRecord, Message, Outcome, Rejected, Stage, Status
 
 SCHEMES = ("redis", "rediss", "unix")
@@ -389,14 +389,19 @@ def line_of(row: dict[str, Any]) -> str:
     if "line" in row:
         return rejected_line(Rejected(line=row["line"], outcome=Outcome(row["outcome"]), error=row["error"],
                                       id=row["id"], name=row["name"]))
-    record = FileRecord(id=row["id"], name=row["name"], dest_key=row["dest_key"],
-                        failed_stage=Stage(row["failed_stage"]) if row["failed_stage"] else None,
-                        error=row["error"], s3_attempts=row["s3_attempts"], api_attempts=row["api_attempts"],
-                        last_stage=Stage(row["last_stage"]))
-    return outcome_line(record, Outcome(row["outcome"]))
+    return outcome_line(_record_of(row), Outcome(row["outcome"]))
+
+
+def _record_of(row: dict[str, Any]) -> FileRecord:
+    return FileRecord(id=row["id"], name=row["name"], dest_key=row["dest_key"],
+                      failed_stage=Stage(row["failed_stage"]) if row["failed_stage"] else None,
+                      error=row["error"], s3_attempts=row["s3_attempts"], api_attempts=row["api_attempts"],
+                      last_stage=Stage(row["last_stage"]))
 
 
 def digest(rows: Iterable[dict[str, Any]]) -> str:
-    """The report's digest of these rows: equal to an in-process run's for the same outcomes."""
-    total = sum(int.from_bytes(hashlib.sha256(line_of(row).encode()).digest(), "big") for row in rows)
+    """The report's digest of these rows: equal to an in-process run's for the same outcomes (a file
+    row adds what the ledger adds for it: ``outcome_term``)."""
+    total = sum(int.from_bytes(hashlib.sha256(line_of(row).encode()).digest(), "big") if "line" in row
+                else outcome_term(_record_of(row), Outcome(row["outcome"])) for row in rows)
     return f"{total % _MOD:064x}"

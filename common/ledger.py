@@ -23,6 +23,8 @@ REJECTED_SHOWN = 10  # rejected records whose reason the report keeps (the rest 
 DETAILS_RANGE = 100_000  # --details lists at most this many files of one not-dispatched range (~15 MB of JSON)
 _TEXT: dict[Outcome | Stage | None, str] = {member: member.value for enum in (Outcome, Stage) for member in enum}  # .value is slow on the hot path
 _TEXT[None] = ""
+# Members compared once per file, looked up once (on Python 3.11 each ``Outcome.X`` is a descriptor call)
+_SUCCESS, _FAILED, _CANCELLED, _API_UPLOADED = Outcome.SUCCESS, Outcome.FAILED, Outcome.CANCELLED, Status.API_UPLOADED
 
 
 def outcome_line(record: FileRecord, outcome: Outcome) -> str:
@@ -31,22 +33,34 @@ def outcome_line(record: FileRecord, outcome: Outcome) -> str:
             f"{record.error or ''}\t{record.s3_attempts}\t{record.api_attempts}\t{_TEXT[record.last_stage]}")
 
 
-def _word(text: str) -> int:
-    return int.from_bytes(hashlib.sha256(text.encode()).digest(), "big")
+def outcome_term(record: FileRecord, outcome: Outcome) -> int:
+    """What one file adds to the digest when it settles as ``outcome``: what the ledger adds, and what
+    anything rebuilding a digest from settled rows must add (a never-started file: its closed form)."""
+    if outcome is _CANCELLED and _never_started(record):
+        return never_started_term(record.id, record.id, record.error)
+    return _term(outcome_line(record, outcome))
+
+
+def _term(line: str) -> int:
+    """One outcome line's term of the digest: its SHA-256 as a number (the digest sums them mod 2^256)."""
+    return _from_bytes(_sha256(line.encode()).digest(), "big")
+
+
+_sha256, _from_bytes = hashlib.sha256, int.from_bytes  # looked up once: this runs once per file
 
 
 # A generated file cancelled before any stage started it (the not-dispatched remainder of a stopped
 # run) adds base(error) + A*id + B*id^2 + C*id^3 to the digest instead of its line's SHA-256: the
 # same value whichever way it was cancelled, and a range of ids sums in closed form, so a trillion
 # not-dispatched files are counted, never looped over.  Still a function of the outcome line alone.
-_A, _B, _C = (_word(f"pillpipe: never-started file, power {k}") for k in (1, 2, 3))
+_A, _B, _C = (_term(f"pillpipe: never-started file, power {k}") for k in (1, 2, 3))
 _BASES: dict[str | None, int] = {}
 
 
 def _base(error: str | None) -> int:
     base = _BASES.get(error)
     if base is None:
-        base = _word(f"cancelled\t{error or ''}")
+        base = _term(f"cancelled\t{error or ''}")
         if len(_BASES) < 64:
             _BASES[error] = base
     return base
@@ -146,7 +160,7 @@ class Ledger:
     # Terminal states -----------------------------------------------------------------
     def verify(self, record: FileRecord) -> Outcome:
         """The verifier's verdict on a record that reached it."""
-        outcome = Outcome.SUCCESS if record.status is Status.API_UPLOADED else Outcome.FAILED
+        outcome = _SUCCESS if record.status is _API_UPLOADED else _FAILED
         with self._lock:
             self.processed += 1
             if self._in_flight.pop(record.id, None) is not None:
@@ -198,24 +212,19 @@ class Ledger:
     def _terminal(self, record: FileRecord, outcome: Outcome, verified: bool = False) -> None:
         if self._sink is not None:
             self._sink(file_row(record, outcome, verified))
-        detail = None
-        if self._details is not None:
-            detail = {"id": record.id, "name": record.name, "outcome": outcome.value, "dest_key": record.dest_key,
-                      "failed_stage": record.failed_stage.value if record.failed_stage else None,
-                      "error": record.error, "s3_attempts": record.s3_attempts, "api_attempts": record.api_attempts,
-                      "last_stage": record.last_stage.value}
-        if outcome is Outcome.CANCELLED and _never_started(record):
-            self._counts[outcome] += 1
-            self._digest += never_started_term(record.id, record.id, record.error)
-            if detail is not None and self._details is not None:
-                self._details.append(detail)
-            return
-        self._count(outcome, outcome_line(record, outcome), detail)
-
-    def _count(self, outcome: Outcome, line: str, detail: dict[str, Any] | None) -> None:
         self._counts[outcome] += 1
-        self._digest += int.from_bytes(hashlib.sha256(line.encode()).digest(), "big")  # mod 2^256 when reported
-        if self._details is not None and detail is not None:
+        self._digest += outcome_term(record, outcome)  # mod 2^256 when reported
+        if self._details is not None:
+            self._details.append(
+                {"id": record.id, "name": record.name, "outcome": outcome.value, "dest_key": record.dest_key,
+                 "failed_stage": record.failed_stage.value if record.failed_stage else None,
+                 "error": record.error, "s3_attempts": record.s3_attempts, "api_attempts": record.api_attempts,
+                 "last_stage": record.last_stage.value})
+
+    def _count(self, outcome: Outcome, line: str, detail: dict[str, Any]) -> None:
+        self._counts[outcome] += 1
+        self._digest += _term(line)  # mod 2^256 when reported
+        if self._details is not None:
             self._details.append(detail)
 
     # The report ----------------------------------------------------------------------

@@ -21,12 +21,13 @@ from .config import Config
 from .context import POLL, Context
 from .model import FileRecord, Stage
 from .report import Report
-from .stages import HANG, StagePlan, Steps, api_upload, s3_copy
+from .stages import DONE, HANG, StagePlan, Steps, api_upload, s3_copy
 from .timing import WorkerClock
 
 VARIANT = "sequential"
 HANDLES_SIGNALS = True  # installs its own SIGINT/SIGTERM handlers for the whole run
 STEPS: dict[Stage, Callable[[FileRecord, StagePlan, str], Steps]] = {Stage.S3: s3_copy, Stage.API: api_upload}
+THROUGH, VERIFY = (Stage.S3, Stage.API), Stage.VERIFY  # looked up once (a Stage.X is a descriptor call on 3.11)
 TEND_EVERY = 64  # files between two looks at the stop (and the progress view) when nothing waits
 
 
@@ -43,7 +44,7 @@ def run(config: Config) -> Report:
         try:
             for n, record in enumerate(admitted):
                 if _through_stages(ctx, crew, record):
-                    _verify(ctx, crew[Stage.VERIFY], record)
+                    _verify(ctx, crew[VERIFY], record)
                 if n % TEND_EVERY == 0:
                     ctx.tend()
         except Aborted:
@@ -60,12 +61,14 @@ def run(config: Config) -> Report:
 def _through_stages(ctx: Context, crew: dict[Stage, WorkerClock], record: FileRecord) -> bool:
     """Copy then upload one file; False when it must not reach the verifier (cancelled because a
     stage is dead, or held by the worker that just died - the stage's next worker takes over)."""
-    for stage in (Stage.S3, Stage.API):
+    for stage in THROUGH:
         me = crew[stage]
         try:
             if not ctx.take(me, record):
                 return False
-            _wait_through(ctx, STEPS[stage](record, ctx.plan, me.name))
+            steps = STEPS[stage](record, ctx.plan, me.name)
+            if steps is not DONE:  # a stage that is already done has nothing to wait through
+                _wait_through(ctx, steps)
             ctx.release(me, record)
         except Exception as exc:  # an injected worker death
             ctx.worker_died(stage, me.name, exc)
@@ -77,7 +80,9 @@ def _through_stages(ctx: Context, crew: dict[Stage, WorkerClock], record: FileRe
 
 def _verify(ctx: Context, me: WorkerClock, record: FileRecord) -> None:
     try:
-        _wait_through(ctx, ctx.verify(me, record))
+        steps = ctx.verify(me, record)
+        if steps is not DONE:
+            _wait_through(ctx, steps)
     except Exception as exc:  # an injected verifier crash: the only verifier
         ctx.worker_died(Stage.VERIFY, me.name, exc)
 

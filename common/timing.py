@@ -7,39 +7,41 @@ from typing import Any
 from .handoff import Hands
 from .model import FileRecord, Stage
 
+_clock = time.perf_counter  # read twice per file by each worker: looked up once
+
 
 class WorkerClock:
     """One worker: who it is (name, stage, 1-based index) and its own numbers.  Only that worker
     writes them, so no lock is needed.  The variants' worker loops call it ``me``."""
 
     __slots__ = ("name", "stage", "index", "files", "busy", "started_at", "pill_at", "exited_at", "working",
-                 "hands", "_began", "_timeline")
+                 "hands", "ended", "_began", "_timeline", "_spans")
 
     def __init__(self, timeline: "Timeline", name: str, stage: Stage, index: int = 1) -> None:
-        self.name, self.stage, self.index, self._timeline = name, stage, index, timeline
+        self.name, self.stage, self.index, self._timeline, self._spans = name, stage, index, timeline, timeline.spans
         self.files, self.busy = 0, 0.0
         self.started_at = timeline.now()  # the worker's clock is made when the worker first runs
         self.pill_at: float | None = None
         self.exited_at: float | None = None
         self.working = False  # took a message and has not asked for the next one yet
         self.hands: Hands | None = None  # its hand-off buffers under --batch N > 1 (common/handoff.py)
+        self.ended: float | None = None  # the clock when it last finished a file (the verifier's: the last verified)
         self._began = 0.0
 
     def begin(self, record: FileRecord) -> None:
-        self._began = time.perf_counter()
+        self._began = _clock()
 
     def end(self, record: FileRecord) -> None:
-        now = time.perf_counter()
+        now = self.ended = _clock()
         self.files += 1
         self.busy += now - self._began
-        spans = self._timeline.spans
-        if spans is not None:
+        if self._spans is not None:
             start = self._timeline.start
-            spans.append((self.name, self.stage.value, record.id, self._began - start, now - start))
+            self._spans.append((self.name, self.stage.value, record.id, self._began - start, now - start))
 
     def holding_for(self) -> float:
         """Seconds since this worker took the file it holds (a drain's "waiting for" line)."""
-        return time.perf_counter() - self._began
+        return _clock() - self._began
 
     def pill(self) -> None:
         self.pill_at = self._timeline.now()
@@ -56,11 +58,16 @@ class Timeline:
         self.workers: dict[str, WorkerClock] = {}
         self.pills_put: dict[str, list[float]] = {}
         self.spans: list[tuple[str, str, int, float, float]] | None = [] if trace else None
-        self.last_verified: float | None = None
         self.wall: float | None = None
 
     def now(self) -> float:
-        return time.perf_counter() - self.start
+        return _clock() - self.start
+
+    @property
+    def last_verified(self) -> float | None:
+        """When the last file was verified: the verifier's last finished file (no clock read of its own)."""
+        ends = [clock.ended for clock in self.workers.values() if clock.stage is Stage.VERIFY and clock.ended is not None]
+        return max(ends) - self.start if ends else None
 
     def worker(self, name: str, stage: Stage, index: int = 1) -> WorkerClock:
         clock = self.workers[name] = WorkerClock(self, name, stage, index)
@@ -87,11 +94,12 @@ class Timeline:
                 s["finished_s"] = max(s["finished_s"] or 0.0, clock.exited_at)
         exits = [c.exited_at for c in self.workers.values() if c.exited_at is not None]
         tail = None
-        if exits and self.last_verified is not None:
-            tail = max(exits) - self.last_verified
+        last_verified = self.last_verified
+        if exits and last_verified is not None:
+            tail = max(exits) - last_verified
         out: dict[str, Any] = {
             "wall_s": self.wall if self.wall is not None else self.now(),
-            "last_verified_s": self.last_verified,
+            "last_verified_s": last_verified,
             "shutdown_tail_s": tail,
             "stages": stages,
             "workers": {c.name: {"stage": c.stage.value, "files": c.files, "busy_s": c.busy,

@@ -48,7 +48,7 @@ def generate_files(count: int) -> Iterator[FileRecord]:
     """The tutorial's files, streamed: ids 1..count named file_100.pdf, file_101.pdf, ..."""
     for file_id in range(1, count + 1):
         name = file_name(file_id)
-        yield FileRecord(file_id, name, source_bucket=SOURCE_BUCKET, source_key=name)
+        yield FileRecord(file_id, name, None, SOURCE_BUCKET, name)  # id, name, size, source_bucket, source_key
 
 
 def dest_key(seed: int, name: str) -> str:
@@ -57,9 +57,12 @@ def dest_key(seed: int, name: str) -> str:
     Computed straight from SHA-1 (the same bytes ``uuid.uuid5`` gives) because this runs once
     per file on the hot path, where every microsecond is paid again under the GIL.
     """
-    x = hashlib.sha1(_NAMESPACE_BYTES + f"{seed}/{name}".encode()).hexdigest()
-    variant = "89ab"[int(x[16], 16) & 3]  # RFC 4122 variant bits; the version nibble is 5
-    return f"{RUN_DATE_PREFIX}/{x[:8]}-{x[8:12]}-5{x[13:16]}-{variant}{x[17:20]}-{x[20:32]}"
+    x = _sha1(_NAMESPACE_BYTES + f"{seed}/{name}".encode()).hexdigest()
+    return f"{RUN_DATE_PREFIX}/{x[:8]}-{x[8:12]}-5{x[13:16]}-{_VARIANT[x[16]]}{x[17:20]}-{x[20:32]}"
+
+
+_sha1 = hashlib.sha1
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}  # RFC 4122 variant bits of a hex digit
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +78,10 @@ class Workload:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_ranges", {Stage.S3: self.s3_latency, Stage.API: self.api_latency})
+
+    def waits_nothing(self) -> bool:
+        """Whether every attempt's latency is zero."""
+        return self.time_scale == 0 or all(low == high == 0 for low, high in self._ranges.values())
 
     def latency(self, stage: Stage, file_id: int, attempt: int) -> float:
         """Seconds this attempt takes (already multiplied by ``time_scale``)."""

@@ -645,6 +645,35 @@ def test_rows_read_back_give_an_in_process_run_s_report(model: Model):
     assert core.digest(settled) == report.digest
 
 
+def test_the_digest_of_rows_is_the_ledger_s_for_every_kind_of_outcome():
+    """No broker needed: a never-started generated file adds its closed form (common/ledger.py), not
+    its line's SHA-256, and the digest of its row must add the same."""
+    from pillpipe.common.ledger import Ledger
+    from pillpipe.common.model import Rejected
+    from pillpipe.common.timing import Timeline
+    from pillpipe.common.workload import file_name
+
+    ledger = Ledger(details=True)
+    done = FileRecord(1, file_name(1), status=Status.API_UPLOADED, dest_key="k", s3_attempts=1, api_attempts=1,
+                      last_stage=Stage.API)
+    failed = FileRecord(2, file_name(2), status=Status.FAILED, failed_stage=Stage.S3, error="boom", s3_attempts=2)
+    never, stopped = FileRecord(3, file_name(3)), FileRecord(4, file_name(4))  # cancelled before any stage
+    started, named = FileRecord(5, file_name(5), s3_attempts=1), FileRecord(6, "other.pdf")
+    for record in (done, failed, never, stopped, started, named):
+        ledger.admit(record)
+    ledger.verify(done)
+    ledger.verify(failed)
+    ledger.settle(never, Outcome.CANCELLED)
+    ledger.settle(stopped, Outcome.CANCELLED, "s3 stage dead")
+    ledger.settle(started, Outcome.ABORTED)
+    ledger.settle(named, Outcome.CANCELLED)
+    ledger.reject(Rejected(7, Outcome.INVALID, "line 7: no id"))
+    report = ledger.report("x", Timeline())
+    assert (report.success, report.failed, report.cancelled, report.aborted, report.invalid) == (1, 1, 3, 1, 1)
+    assert core.digest(report.files) == report.digest
+    assert core.digest(report.files[1:]) != report.digest
+
+
 def _catch(caught: list[BaseException], call: Callable[[], Any]) -> None:
     try:
         call()

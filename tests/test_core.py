@@ -1,6 +1,7 @@
 """The shared core on its own: determinism, the pill, the ledger, the report, the config."""
 from __future__ import annotations
 
+import io
 import pickle
 import uuid
 
@@ -83,6 +84,34 @@ def test_stage_logic_copies_then_uploads():
     assert record.status is Status.API_UPLOADED and record.last_stage is Stage.API
 
 
+@pytest.mark.parametrize("name", ["file_100.pdf", "caf\u00e9 \u540d.pdf", "\ud800"])  # the last: no key can be made
+def test_the_fast_path_does_what_the_general_path_does(name):
+    """Nothing can wait or fail (``StagePlan.instant``): the stages work the file at once and return no
+    step; the record and the event lines are the general path's, a failed key included."""
+    records, lines = [], []
+    for instant in (True, False):
+        out = io.StringIO()
+        plan = StagePlan(Workload(seed=3, time_scale=0), retries=2, events=Events(out))
+        assert plan.instant
+        object.__setattr__(plan, "instant", instant)
+        record = FileRecord(7, name)
+        assert _drive(s3_copy(record, plan, "S3-Worker-1")) == []
+        assert _drive(api_upload(record, plan, "API-Worker-1")) == []
+        records.append(repr(record))
+        lines.append(out.getvalue())
+    assert records[0] == records[1] and lines[0] == lines[1] and lines[0].count("\n") >= 2
+    assert ("FAILED" in records[0]) == (name == "\ud800")
+
+
+def test_the_fast_path_only_when_nothing_can_wait_or_fail():
+    assert StagePlan(Workload(time_scale=0)).instant
+    assert StagePlan(Workload(time_scale=1, s3_latency=(0, 0), api_latency=(0, 0))).instant
+    assert not StagePlan(Workload(time_scale=1)).instant
+    assert not StagePlan(Workload(time_scale=0, fail_rate=0.1)).instant
+    assert not StagePlan(Workload(time_scale=0), FaultPlan.parse(["s3:id=1:slow=2"])).instant
+    assert StagePlan(Workload(time_scale=0), FaultPlan.parse(["s3:worker=1:after=1:die"])).instant  # a loop's fault
+
+
 def test_failures_are_data_with_bounded_retries_and_backoff():
     plan = StagePlan(Workload(time_scale=1, s3_latency=(0.1, 0.1)), FaultPlan.parse(["s3:id=1:raise"]),
                      retries=2, retry_backoff=0.5)
@@ -154,6 +183,19 @@ def test_ledger_classifies_what_is_left_in_flight():
     ledger.settle_remaining()
     report = ledger.report("x", Timeline())
     assert (report.cancelled, report.aborted, report.expected) == (1, 1, 2)
+
+
+@pytest.mark.parametrize("files", [0, 5])
+def test_timing_says_when_the_last_file_was_verified(files):
+    from pillpipe.common import sequential
+    timing = sequential.run(Config(files=files, time_scale=0, quiet=True)).timing
+    verifier = timing["workers"]["Verifier"]
+    if files == 0:
+        assert timing["last_verified_s"] is None and timing["shutdown_tail_s"] is None
+        return
+    assert verifier["started_s"] < timing["last_verified_s"] <= verifier["pill_s"] <= timing["wall_s"]
+    assert timing["shutdown_tail_s"] == pytest.approx(verifier["exited_s"] - timing["last_verified_s"])
+    assert timing["stages"]["verify"]["files"] == files and timing["stages"]["s3"]["busy_s"] > 0
 
 
 def test_report_equality_ignores_only_variant_and_timing():
