@@ -379,7 +379,7 @@ async def _on_broker(ctx: Context, url: str) -> AsyncIterator[list[Channel]]:
     from pillpipe.asyncio_version.broker import Heartbeat, Lane, connect
 
     broker = await connect(url, ctx.run_id)
-    lanes = [Lane(broker, stage, ctx.config.queue_size, lambda: ctx.aborting) for stage in list(Stage)[1:]]
+    lanes = [Lane(broker, stage, ctx.config.queue_size, lambda: ctx.leaving) for stage in list(Stage)[1:]]
     try:
         async with Heartbeat(broker):
             done = asyncio.Event()  # the watch ends by this flag: redis.asyncio may swallow a cancellation

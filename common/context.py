@@ -249,7 +249,7 @@ class Context:
         ``me``'s hands.  Raises ``InjectedCrash`` when a die fault fires: the worker loop dies."""
         me.working = True
         self._adopt(record)
-        if self.stop.draining and me.stage is Stage.S3 and record.s3_attempts == 0:
+        if self.stop.draining and me.stage is Stage.S3 and record.s3_attempts == 0 and self.remote.settles_rest:
             self.ledger.settle(record, Outcome.CANCELLED)
             return False
         if self.crew.dead and (reason := self._dead_reason(me.stage)) is not None:
@@ -380,6 +380,12 @@ class Context:
     @property
     def run_id(self) -> str:
         return self.remote.run
+
+    @property
+    def leaving(self) -> bool:
+        """A worker on a broker's queue takes no more files: aborting - or, in a worker process,
+        stopping (a signal): what it holds goes back to the broker for a sibling."""
+        return self.stop.aborting or (self.stop.draining and not self.remote.settles_rest)
 
     @property
     def coordinates(self) -> bool:

@@ -63,10 +63,12 @@ class RedisStore:
     def open(cls, url: str, run: str) -> "RedisStore":
         """Connect to run ``run`` at ``url`` and check the broker answers (a PING): a BrokerError,
         one line, when it does not."""
-        import redis
-        from redis.backoff import EqualJitterBackoff
-        from redis.retry import Retry
-
+        try:
+            import redis
+            from redis.backoff import EqualJitterBackoff
+            from redis.retry import Retry
+        except ImportError:
+            raise UsageError("--broker needs the redis extra: pip install 'pillpipe[redis]'") from None
         keys = Keys(run)
         try:
             client = redis.Redis.from_url(url, socket_timeout=socket_timeout(), socket_connect_timeout=MARGIN,

@@ -8,6 +8,8 @@ where they fail (``tests/test_broker.py``'s rule).
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -17,7 +19,7 @@ from pillpipe.common.config import Config
 from pillpipe.services.process import free_port
 from pillpipe.services.redis import RedisServer
 
-from .conftest import cli, fast, run_sequential
+from .conftest import ROOT, cli, fast, run_sequential
 from .test_broker import need_redis
 
 RUNS = {"threaded": threaded.run, "asyncio": asyncio_version.run}
@@ -111,3 +113,77 @@ def test_a_run_id_already_on_the_broker_is_refused(server):
 
 def test_the_embedded_default_is_untouched_by_the_broker_flags():
     assert Config().broker is None and Config().processes == 0 and Config().role == "all"
+
+
+# Across processes ------------------------------------------------------------------------------
+FLAGS = ["--files", "60", "--fail-rate", "0.2", "--retries", "1", "--seed", "7", "--details", "--time-scale", "0",
+         "--json", "--quiet"]
+
+
+def popen_worker(server, run: str, stage: str, model: str, workers: int = 1, *extra: str) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "pillpipe", "worker", "--broker", server.url, "--run", run, "--stage", stage,
+            "--model", model, "--workers", str(workers), "--quiet", *extra]
+    return subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finished(children: list[subprocess.Popen], timeout: float = 60) -> list[int | None]:
+    """Each child's exit code, waiting (bounded) for it; one still running is killed by PID."""
+    codes = []
+    for child in children:
+        try:
+            codes.append(child.wait(timeout))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+            codes.append(None)
+    return codes
+
+
+@pytest.mark.parametrize("variant", ["asyncio", "threaded"])
+def test_run_with_worker_processes_prints_the_in_process_report(server, variant):
+    done = cli("pillpipe", "run", variant, "--broker", server.url, "--processes", "2", *FLAGS, timeout=120)
+    assert done.returncode == 1, done.stderr  # some files failed, by the seed
+    assert report_of(done) == reference(**WORKLOAD)
+    workers = json.loads(done.stdout)["timing"]["workers"]
+    assert list(workers) == ["Dispatcher"]  # every S3, API and verify worker ran in a child process
+
+
+def test_a_mixed_run_threads_and_coroutines_in_worker_processes_then_dispatch(server):
+    run = new_run()
+    children = [popen_worker(server, run, "s3", "threaded", 3), popen_worker(server, run, "s3", "asyncio", 2),
+                popen_worker(server, run, "api", "asyncio", 2), popen_worker(server, run, "verify", "threaded")]
+    try:
+        done = cli("pillpipe", "dispatch", "--broker", server.url, "--run", run, *FLAGS, timeout=120)
+    finally:
+        codes = finished(children)
+    assert done.returncode == 1, done.stderr
+    assert report_of(done) == reference(**WORKLOAD)
+    assert codes == [0, 0, 0, 0], [child.stderr.read() for child in children]
+
+
+def test_a_worker_for_a_run_that_never_comes_says_so_within_its_wait(server):
+    done = cli("pillpipe", "worker", "--broker", server.url, "--run", new_run(), "--stage", "s3", "--wait", "0.5",
+               timeout=30)
+    assert done.returncode == 69 and len(done.stderr.splitlines()) == 1
+    assert "no run" in done.stderr and "pillpipe dispatch" in done.stderr
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--run", "r", "--stage", "s3"], "--broker"),
+    (["--broker", "redis://127.0.0.1:1/0", "--run", "r", "--stage", "sss"], "'sss' is not one of s3, api, verify"),
+    (["--broker", "http://x", "--run", "r", "--stage", "s3"], "not a Redis URL"),
+    (["--broker", "redis://127.0.0.1:1/0", "--run", "r r", "--stage", "s3"], "a run id is"),
+    (["--broker", "redis://127.0.0.1:1/0", "--run", "r", "--stage", "verify", "--workers", "2"], "one verifier"),
+])
+def test_a_worker_with_bad_flags_is_one_line_and_exit_2(argv, says):
+    done = cli("pillpipe", "worker", *argv)
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1 and says in done.stderr, done.stderr
+
+
+def test_dispatch_needs_a_broker_and_a_run_and_its_help_says_what_it_does():
+    done = cli("pillpipe", "dispatch", "--files", "1")
+    assert done.returncode == 2 and "needs --broker URL and --run ID" in done.stderr
+    helped = cli("pillpipe", "dispatch", "--help")
+    assert helped.returncode == 0 and "pillpipe worker" in helped.stdout and "--model" in helped.stdout
+    helped = cli("pillpipe", "worker", "--help")
+    assert helped.returncode == 0 and "--stage" in helped.stdout and "lease" in helped.stdout

@@ -299,13 +299,15 @@ class Lane:
 
     def get(self, name: str) -> Message:
         """Worker ``name``'s next message.  What it took before is acked first: by now it has been
-        passed on, or settled (its row is on the broker).  A queue found empty once its stream has
-        ended (a worker that joined late), or once the run stops, reads as the pill."""
+        passed on, or settled (its row is on the broker).  Once the run stops here, or once the
+        queue is found empty after its stream has ended (a worker that joined late), the pill."""
         view = self.views.get(name)
         if view is None:
             view = self.views[name] = self.broker.consumer(self.stage, name, self.maxsize)
         if view.held is not None:
             view.task_done()
+        if self.stopping():
+            return PILL
         while True:
             try:
                 return view.get(timeout=BLOCK)

@@ -409,7 +409,7 @@ def _on_broker(ctx: Context, url: str) -> Iterator[list[Channel]]:
     from pillpipe.threaded.broker import Heartbeat, Lane, connect
 
     broker = connect(url, ctx.run_id)
-    lanes = [Lane(broker, stage, ctx.config.queue_size, lambda: ctx.aborting) for stage in list(Stage)[1:]]
+    lanes = [Lane(broker, stage, ctx.config.queue_size, lambda: ctx.leaving) for stage in list(Stage)[1:]]
     done = threading.Event()
     watch = Worker(target=_watch, args=(ctx, lanes, done), name="Broker-Watch", daemon=True)
     try:
