@@ -114,6 +114,19 @@ class Broker:
             dead, requeued = dead + workers, requeued + records
         return dead, requeued
 
+    async def sweep(self, stage: Stage) -> int:
+        """Give back what sits in the processing list of a worker that is not registered (an orphan:
+        the known hole of a lease reclaimed during a blocking take); returns how many records."""
+        prefix = self.keys.processing(stage)
+        with _errors(self.url):
+            keys = [key async for key in self.client.scan_iter(match=prefix + '*', count=1000)]
+        swept = 0
+        for key in keys:
+            worker = (key.decode() if isinstance(key, bytes) else key)[len(prefix):]
+            swept += int(await self.call("sweep", [self.keys.workers(stage), key, self.keys.queue(stage)],
+                                           [worker, PILL_BYTES]))
+        return swept
+
     async def clear(self) -> int:
         """Delete every key of the run; returns how many there were."""
         with _errors(self.url):
@@ -355,6 +368,9 @@ class Lane:
 
     async def end_stream(self) -> int:
         return await self.broker.end_stream(self.stage)
+
+    async def sweep(self) -> int:
+        return await self.broker.sweep(self.stage)
 
     async def drain(self) -> list[Message]:
         """Take every queued message, with no lease (the coordinator empties a dead stage's queue)."""

@@ -302,7 +302,8 @@ async def _end_remote(ctx: Context, lane: Lane, stage: Stage, consumers: list[Wo
     """End ``stage``'s stream on the broker - the coordinating process only: once no file is queued
     or held (a killed worker's is reclaimed first), one pill per live consumer wherever it runs,
     again while consumers remain (a late joiner gets its pill, a dead one none), until none is
-    left; then the stream is marked ended (a worker that joins later leaves at once)."""
+    left and no orphaned processing list holds a record; then the stream is marked ended (a
+    worker that joins later leaves at once)."""
     if not ctx.coordinates:
         return
     ctx.end_stream(stage)
@@ -310,7 +311,7 @@ async def _end_remote(ctx: Context, lane: Lane, stage: Stage, consumers: list[Wo
         while not ctx.aborting:
             backlog = await lane.backlog()
             if backlog.files == 0:
-                if backlog.live == 0 and _live(consumers) == 0:
+                if backlog.live == 0 and _live(consumers) == 0 and not await lane.sweep():
                     return await lane.end()
                 await lane.end_stream()
             if tend():

@@ -294,6 +294,14 @@ redis.call('ZREM', KEYS[1], ARGV[1])
 return n
 """
 
+# KEYS: workers, processing list, queue; ARGV: worker id, pill.  The list of a worker that is not
+# registered (its lease was reclaimed while it was blocked in BLMOVE, then it died before its ack):
+# its records back to the queue.  Returns how many went back (0 for a registered worker's list).
+SWEEP = _GIVE_BACK + """
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+return give_back(KEYS[2], KEYS[3], ARGV[2])
+"""
+
 # KEYS: workers.  How many consumers are live.
 LIVE = _NOW + """
 return redis.call('ZCOUNT', KEYS[1], now, '+inf')
@@ -341,7 +349,7 @@ return won
 """
 
 SCRIPTS = {"take": TAKE, "put": PUT, "register": REGISTER, "renew": RENEW, "reclaim": RECLAIM,
-           "leave": LEAVE, "live": LIVE, "backlog": BACKLOG, "end_stream": END_STREAM, "commit": COMMIT}
+           "leave": LEAVE, "sweep": SWEEP, "live": LIVE, "backlog": BACKLOG, "end_stream": END_STREAM, "commit": COMMIT}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,8 +8,10 @@ where they fail (``tests/test_broker.py``'s rule).
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -187,3 +189,151 @@ def test_dispatch_needs_a_broker_and_a_run_and_its_help_says_what_it_does():
     assert helped.returncode == 0 and "pillpipe worker" in helped.stdout and "--model" in helped.stdout
     helped = cli("pillpipe", "worker", "--help")
     assert helped.returncode == 0 and "--stage" in helped.stdout and "lease" in helped.stdout
+
+
+# Nothing lost: kill -9, late and early workers, a broker that goes away ----------------------------
+CHAOS = dict(files=150, fail_rate=0.2, retries=1, seed=5, details=True, time_scale=0.05, s3_workers=2, api_workers=3)
+
+
+def chaos_flags(**flags) -> list[str]:
+    argv = []
+    for name, value in flags.items():
+        flag = f"--{name.replace('_', '-')}"
+        argv += [flag] if value is True else [flag, str(value)]
+    return [*argv, "--json", "--quiet"]
+
+
+def dispatch(server, run: str, *argv: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "pillpipe", "dispatch", "--broker", server.url, "--run", run,
+                             *argv], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def outcome(coordinator: subprocess.Popen, timeout: float = 120) -> tuple[int, dict, str]:
+    try:
+        out, err = coordinator.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        coordinator.kill()
+        out, err = coordinator.communicate()
+        pytest.fail(f"the coordinator did not finish in {timeout} s: {err[-2000:]}")
+    return coordinator.returncode, json.loads(out) if out.strip() else {}, err
+
+
+def each_file_once(report: dict, files: int) -> None:
+    ids = [f["id"] for f in report["files"]]
+    assert sorted(ids) == list(range(1, files + 1))  # every file in exactly one terminal state
+    assert report["expected"] == files == sum(report[k] for k in ("success", "failed", "cancelled", "aborted"))
+
+
+@pytest.mark.timeout(300)
+def test_kill_9_chaos_workers_killed_at_random_instants_lose_nothing(server):
+    """Seeded and bounded: worker processes of every stage are killed (SIGKILL, by PID) at random
+    instants while the run goes on and replaced by fresh ones of a random model; the run completes
+    with every file in exactly one terminal state and the in-process run's report (same digest)."""
+    rng = random.Random(1313)
+    run, models = new_run(), ("threaded", "asyncio")
+    counts = {"s3": CHAOS["s3_workers"], "api": CHAOS["api_workers"], "verify": 1}
+    live = {stage: [popen_worker(server, run, stage, models[i % 2], counts[stage]) for i in range(2)]
+            for stage in counts}
+    every = [child for children in live.values() for child in children]
+    coordinator = dispatch(server, run, *chaos_flags(**CHAOS))
+    kills, deadline = 0, time.monotonic() + 60
+    try:
+        while coordinator.poll() is None and kills < 6 and time.monotonic() < deadline:
+            time.sleep(rng.uniform(0.2, 0.6))
+            stage = rng.choice(list(live))
+            victim = rng.choice(live[stage])
+            victim.kill()  # SIGKILL: no leave, no ack; its lease runs out and a sibling takes its file
+            victim.wait()
+            live[stage].remove(victim)
+            live[stage].append(popen_worker(server, run, stage, rng.choice(models), counts[stage]))
+            every.append(live[stage][-1])
+            kills += 1
+        code, report, err = outcome(coordinator)
+    finally:
+        codes = finished(every)
+    assert kills >= 3, "the run ended before the chaos did: slow it down"
+    expected = reference(**CHAOS)
+    assert code == (1 if expected["failed"] else 0), err
+    each_file_once(report, CHAOS["files"])
+    report.pop("variant"), report.pop("timing")
+    assert report == expected
+    assert codes.count(-9) == kills and all(c in (0, -9) for c in codes), codes
+
+
+@pytest.mark.timeout(180)
+def test_a_worker_that_joins_late_and_one_that_dies_early_strand_nothing(server):
+    run = new_run()
+    flags = dict(files=60, seed=9, details=True, time_scale=0.02)
+    early = popen_worker(server, run, "s3", "threaded", 2)
+    children = [early, popen_worker(server, run, "s3", "asyncio", 2), popen_worker(server, run, "verify", "asyncio")]
+    coordinator = dispatch(server, run, *chaos_flags(**flags))
+    try:
+        time.sleep(1.0)
+        early.kill()  # dies early, holding whatever it held: its sibling suffices
+        time.sleep(1.0)  # no API worker yet: the files wait on the broker
+        children.append(popen_worker(server, run, "api", "threaded", 3))  # joins late
+        code, report, err = outcome(coordinator)
+        after = popen_worker(server, run, "api", "asyncio", 2)  # joins after the run: leaves at once
+        children.append(after)
+    finally:
+        codes = finished(children)
+    assert code == 0, err
+    each_file_once(report, 60)
+    report.pop("variant"), report.pop("timing")
+    assert report == reference(**flags)
+    assert codes == [-9, 0, 0, 0, 0], codes
+
+
+@pytest.mark.timeout(180)
+def test_a_stage_whose_every_worker_died_is_dead_after_broker_wait_not_a_hang(server):
+    run = new_run()
+    only = popen_worker(server, run, "api", "asyncio", 1)
+    children = [only, popen_worker(server, run, "s3", "threaded", 2), popen_worker(server, run, "verify", "threaded")]
+    coordinator = dispatch(server, run, *chaos_flags(files=200, details=True, time_scale=0.02, broker_wait=2))
+    try:
+        time.sleep(1.5)
+        only.kill()  # the only API worker: nobody takes the API queue any more
+        code, report, err = outcome(coordinator, timeout=90)
+    finally:
+        codes = finished(children)
+    assert code == 70, err  # a stage died
+    each_file_once(report, 200)
+    assert report["stopped_by"] == "crash" and report["cancelled"] > 0
+    assert any("every api worker is gone" in e for e in report["errors"]), report["errors"]
+    assert codes[0] == -9 and codes[1:] == [0, 0], codes
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("variant", ["threaded", "asyncio"])
+def test_a_broker_killed_mid_run_is_exit_69_and_a_report_not_a_hang(variant):
+    need_redis()
+    with RedisServer() as broker:
+        argv = [sys.executable, "-m", "pillpipe", "run", variant, "--broker", broker.url, "--processes", "1",
+                "--files", "400", "--time-scale", "0.05", "--json", "--quiet"]
+        child = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(3.0)
+        broker.kill()  # SIGKILL: the broker vanishes mid-run
+        code, report, err = outcome(child, timeout=90)
+    assert code == 69, err
+    assert report["stopped_by"] == "broker"
+    assert any("unreachable" in e for e in report["errors"]), report["errors"]
+
+
+def test_an_orphaned_processing_list_is_swept_back_to_its_queue(server):
+    """The phase-1 hole: a worker whose lease was reclaimed while it was blocked in BLMOVE gets an
+    item into a processing list nobody renews; once it dies, the sweep gives the item back."""
+    from pillpipe.common.model import FileRecord, Stage
+    from pillpipe.threaded.broker import connect
+
+    broker = connect(server.url, new_run())
+    try:
+        broker.queue(Stage.S3).put(FileRecord(1, "a"))
+        inbox = broker.consumer(Stage.S3, "S3-Worker-1")
+        assert inbox.get(timeout=1).id == 1
+        broker.client.zrem(broker.keys.workers(Stage.S3), inbox.worker)  # its lease was reclaimed meanwhile
+        assert broker.backlog(Stage.S3).files == 0  # an orphan: invisible to the stream's end
+        assert broker.sweep(Stage.S3) == 1 and broker.sweep(Stage.S3) == 0
+        assert broker.backlog(Stage.S3).queued == 1
+    finally:
+        broker.clear()
+        broker.close()

@@ -117,6 +117,19 @@ class Broker:
             dead, requeued = dead + workers, requeued + records
         return dead, requeued
 
+    def sweep(self, stage: Stage) -> int:
+        """Give back what sits in the processing list of a worker that is not registered (an orphan:
+        the known hole of a lease reclaimed during a blocking take); returns how many records."""
+        prefix = self.keys.processing(stage)
+        with _errors(self.url):
+            keys = list(self.client.scan_iter(match=prefix + '*', count=1000))
+        swept = 0
+        for key in keys:
+            worker = (key.decode() if isinstance(key, bytes) else key)[len(prefix):]
+            swept += int(self.call("sweep", [self.keys.workers(stage), key, self.keys.queue(stage)],
+                                           [worker, PILL_BYTES]))
+        return swept
+
     def clear(self) -> int:
         """Delete every key of the run; returns how many there were."""
         with _errors(self.url):
@@ -350,6 +363,9 @@ class Lane:
 
     def end_stream(self) -> int:
         return self.broker.end_stream(self.stage)
+
+    def sweep(self) -> int:
+        return self.broker.sweep(self.stage)
 
     def drain(self) -> list[Message]:
         """Take every queued message, with no lease (the coordinator empties a dead stage's queue)."""

@@ -332,7 +332,8 @@ def _end_remote(ctx: Context, lane: Lane, stage: Stage, consumers: list[Worker],
     """End ``stage``'s stream on the broker - the coordinating process only: once no file is queued
     or held (a killed worker's is reclaimed first), one pill per live consumer wherever it runs,
     again while consumers remain (a late joiner gets its pill, a dead one none), until none is
-    left; then the stream is marked ended (a worker that joins later leaves at once)."""
+    left and no orphaned processing list holds a record; then the stream is marked ended (a
+    worker that joins later leaves at once)."""
     if not ctx.coordinates:
         return
     ctx.end_stream(stage)
@@ -340,7 +341,7 @@ def _end_remote(ctx: Context, lane: Lane, stage: Stage, consumers: list[Worker],
         while not ctx.aborting:
             backlog = lane.backlog()
             if backlog.files == 0:
-                if backlog.live == 0 and _live(consumers) == 0:
+                if backlog.live == 0 and _live(consumers) == 0 and not lane.sweep():
                     return lane.end()
                 lane.end_stream()
             if tend() or ctx.wakeup.wait(POLL):
