@@ -395,8 +395,11 @@ class Context:
     watch_every = WATCH_EVERY  # how often the coordinating process looks at every stage's backlog
 
     def observed(self, stage: Stage, backlog: Backlog) -> bool:
-        """The coordinating process looked at ``stage`` on the broker: True when it is dead (files
-        and no live consumer for --broker-wait seconds) and what it holds must be drained."""
+        """The coordinating process looked at ``stage`` on the broker: True when what its queue holds
+        must be drained - the stage is dead (files and no live consumer for --broker-wait seconds),
+        or the run is stopping and these files were never started."""
+        if self.stop.draining and stage is Stage.S3 and not self.stop.aborting:
+            return True  # stopping: what no S3 worker has started is cancelled (as take() does in one process)
         if not self.remote.observe(stage, backlog):
             return False
         if stage not in self.crew.dead:
@@ -479,7 +482,8 @@ class Context:
         """The coordinator emptied the queue of a dead or aborted stage; ``message`` was in it."""
         if isinstance(message, FileRecord) and not self.stop.aborting:
             self._adopt(message)
-            self.ledger.settle(message, Outcome.CANCELLED, f"{stage.value} stage dead")
+            self.ledger.settle(message, Outcome.CANCELLED, f"{stage.value} stage dead" if stage in self.crew.dead
+                               else None)
 
     def on_signal(self, name: str) -> None:
         """A SIGINT/SIGTERM arrived (the variant's handler calls this)."""

@@ -183,15 +183,17 @@ def across(variant: str, services: Services) -> Services:
 def workers(url: str, run: str, model: str, config: Config,
             popen: Callable[..., subprocess.Popen[bytes]] = subprocess.Popen) -> Iterator[list[subprocess.Popen[bytes]]]:
     """K ``pillpipe worker`` processes per stage (K = ``config.processes``), each with the config's
-    workers of its stage; on the way out each leaves on its own (its pills, or the run's end) or
-    is stopped by PID: SIGTERM, then SIGKILL - bounded waits on every exit path."""
+    workers of its stage, in sessions of their own: a Ctrl-C reaches the coordinator only, which
+    drains the run as in one process.  On the way out each leaves on its own (its pills, or the
+    run's end) or is stopped by PID: SIGTERM, then SIGKILL - bounded waits on every exit path."""
     children: list[subprocess.Popen[bytes]] = []
     counts = {"s3": config.s3_workers, "api": config.api_workers, "verify": 1}
     ok = False
     try:
         for stage in STAGES:
             for _ in range(config.processes):
-                children.append(popen(worker_argv(url, run, stage, model, counts[stage]), stdout=subprocess.DEVNULL))
+                children.append(popen(worker_argv(url, run, stage, model, counts[stage]), stdout=subprocess.DEVNULL,
+                                      start_new_session=True))  # a Ctrl-C is the coordinator's to handle
         yield children
         ok = True
     finally:

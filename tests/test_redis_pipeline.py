@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -337,3 +338,20 @@ def test_an_orphaned_processing_list_is_swept_back_to_its_queue(server):
     finally:
         broker.clear()
         broker.close()
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("variant", ["threaded", "asyncio"])
+def test_a_ctrl_c_drains_a_run_with_worker_processes_and_every_file_ends_once(server, variant):
+    """SIGINT reaches the coordinator only (the worker processes have sessions of their own): files
+    already started finish, the never-started are cancelled, the children leave on their pills."""
+    argv = [sys.executable, "-m", "pillpipe", "run", variant, "--broker", server.url, "--processes", "1",
+            *chaos_flags(files=300, details=True, time_scale=0.2)]
+    child = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3.0)
+    child.send_signal(signal.SIGINT)
+    code, report, err = outcome(child, timeout=120)
+    assert code == 130, err
+    each_file_once(report, 300)
+    assert report["stopped_by"] == "SIGINT" and report["cancelled"] > 0 and report["success"] > 0
+    assert report["aborted"] == 0  # a drain, not an abort
