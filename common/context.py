@@ -590,6 +590,7 @@ class Context:
                                         self.config.details, self._dead_reason(Stage.DISPATCH))
         else:
             report = self.ledger.report(self.variant, self.timeline, stopped_by)
+        self.remote.close()
         if self.io is not None:
             report.timing["io"] = self.io.timing(report.processed, self.timeline.start)
         if self.crew.crashes:

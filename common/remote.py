@@ -24,7 +24,7 @@ import uuid
 from contextlib import AbstractContextManager
 from typing import Any, Callable
 
-from .broker import STAGES, Backlog, BrokerError, LeaseLost, shown
+from .broker import STAGES, Backlog, BrokerError, LeaseLost
 from .config import Config
 from .journal import Journal
 from .ledger import Ledger
@@ -139,8 +139,6 @@ class Remote:
             self.gone = self.gone or str(exc)
             ledger.errors.append(f"the report holds what this process knew: {self.gone}")
             return ledger.report(variant, timeline, "broker")
-        finally:
-            self.store.close()
         for first, last in settled.gaps(1, files):
             final.cancel_range(first, last, reason)
         final.errors += ledger.errors
@@ -149,6 +147,3 @@ class Remote:
     def close(self) -> None:
         if self.store is not None:
             self.store.close()
-
-    def where(self) -> str:
-        return f"{shown(self.url)} run {self.run}"
