@@ -404,7 +404,8 @@ ranges (a value outside is a usage error): --files 0..10^9, --seed 0..2^64-1,
   --s3-workers/--api-workers 1..10^6, --queue-size 0..10^9, --batch 1..1024,
   --retries 0..100, --s3-latency/--api-latency 0..3600 s, --time-scale 0..100, --retry-backoff 0..3600 s
   (and backoff x 2^(retries-1) x time-scale at most 1e9 s), --fail-rate 0..1,
-  --stage-timeout/--shutdown-grace above 0, at most 86400 s.
+  --stage-timeout/--shutdown-grace above 0, at most 86400 s, --processes 0..64,
+  --broker-wait above 0, at most 86400 s.
 
 exit codes: 0 every file succeeded, 1 some file did not, 2 bad usage, 69 the embedded services
 for real I/O did not start, or the broker (--broker) cannot be reached or went away, 70 internal error (a stage died, no worker of a stage could start,
