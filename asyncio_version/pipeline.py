@@ -300,18 +300,18 @@ async def _end_stream(ctx: Context, queue_: Channel, stage: Stage, consumers: li
 async def _end_remote(ctx: Context, lane: Lane, stage: Stage, consumers: list[Worker],
                       tend: Callable[[], bool]) -> None:
     """End ``stage``'s stream on the broker - the coordinating process only: once no file is queued
-    or held (a killed worker's is reclaimed first), one pill per live consumer wherever it runs,
-    again while consumers remain (a late joiner gets its pill, a dead one none), until none is
-    left and no orphaned processing list holds a record; then the stream is marked ended (a
-    worker that joins later leaves at once)."""
+    or held (a killed worker's is reclaimed first, an orphaned processing list swept back), one
+    pill per live consumer wherever it runs, again while consumers remain (a late joiner gets its
+    pill, a dead one none), until none is left; then the stream is marked ended (a worker that
+    joins later leaves at once)."""
     if not ctx.coordinates:
         return
     ctx.end_stream(stage)
     try:
         while not ctx.aborting:
             backlog = await lane.backlog()
-            if backlog.files == 0:
-                if backlog.live == 0 and _live(consumers) == 0 and not await lane.sweep():
+            if backlog.files == 0 and not await lane.sweep():
+                if backlog.live == 0 and _live(consumers) == 0:
                     return await lane.end()
                 await lane.end_stream()
             if tend():
