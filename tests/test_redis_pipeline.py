@@ -19,6 +19,7 @@ import pytest
 
 from pillpipe import asyncio_version, threaded
 from pillpipe.common.config import Config
+from pillpipe.common.context import WorkerCrashes
 from pillpipe.services.process import free_port
 from pillpipe.services.redis import RedisServer
 
@@ -47,8 +48,12 @@ def report_of(done) -> dict:
 
 
 def reference(**flags) -> dict:
-    report = run_sequential(fast(**flags)).comparable()
-    return report
+    """The in-process report of the same flags (the sequential reference's: every model equals it)."""
+    try:
+        return run_sequential(fast(**flags)).comparable()
+    except WorkerCrashes as crashes:  # a worker died (an injected fault): the report comes with it
+        assert crashes.report is not None
+        return crashes.report.comparable()
 
 
 WORKLOAD = dict(files=60, fail_rate=0.2, retries=1, seed=7, details=True)
@@ -355,3 +360,14 @@ def test_a_ctrl_c_drains_a_run_with_worker_processes_and_every_file_ends_once(se
     each_file_once(report, 300)
     assert report["stopped_by"] == "SIGINT" and report["cancelled"] > 0 and report["success"] > 0
     assert report["aborted"] == 0  # a drain, not an abort
+
+
+def test_file_faults_and_the_errors_they_leave_agree_across_processes(server):
+    """A file's fault fires wherever the file is worked: a worker dying on file 5 in a child process
+    fails that file and leaves the same error line in the coordinator's report as in one process."""
+    faults = ("s3:id=5:die", "api:id=9:raise", "s3:id=12:slow=3")
+    argv = [arg for spec in faults for arg in ("--fault", spec)]
+    done = cli("pillpipe", "run", "threaded", "--broker", server.url, "--processes", "2", *argv, *FLAGS, timeout=120)
+    expected = reference(**WORKLOAD, faults=faults)
+    assert report_of(done) == expected and done.returncode == 1, done.stderr
+    assert expected["errors"] == ["an s3 worker died (injected) taking file 5"]
