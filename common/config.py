@@ -190,6 +190,8 @@ class Config:
         check_url(self.broker)
         if self.run_id is not None:
             Keys(self.run_id)
+        if self.backend != "asyncio":
+            raise UsageError(f"--broker does not go with --backend {self.backend}: redis.asyncio runs on asyncio only")
         for name, why in BROKER_REFUSES.items():
             value = getattr(self, name)
             if value != Config.__dataclass_fields__[name].default:
@@ -237,13 +239,12 @@ MODEL_FLAGS: dict[str, tuple[str, ...]] = {
     "loop": ("asyncio",),
     "backend": ("anyio",),
     "io": ("threaded", "asyncio", "anyio"),
-    "broker": ("threaded", "asyncio"),
+    "broker": ("threaded", "asyncio", "anyio"),
 }
 _WHY_NOT = {  # what a variant does instead, said after the rule
     ("io", "sequential"): "the sequential reference only simulates",
     ("shutdown", "anyio"): "anyio ends a stream by closing its last send clone",
     ("shutdown", "sequential"): "the sequential reference has no streams to end",
-    ("broker", "anyio"): "its memory object streams end without pills (an anyio broker is not built yet)",
     ("broker", "sequential"): "the sequential reference has no queues",
 }
 
@@ -514,8 +515,8 @@ def build_parser(prog: str, description: str, variant: str | None = None) -> arg
     b = p.add_argument_group("across processes (docs/redis.md; the redis extra and a redis-server)")
     b.add_argument("--broker", metavar="URL",
                    help=model_help("broker", "redis://HOST:PORT/DB: the queues between stages and the ledger live "
-                                   "in Redis, so workers in other processes (pillpipe worker) take part; threaded "
-                                   "and asyncio variants only"))
+                                   "in Redis, so workers in other processes (pillpipe worker) take part; not on "
+                                   "anyio's trio backend"))
     b.add_argument("--run", dest="run_id", metavar="ID",
                    help=model_help("broker", "the run's name on the broker, 1-64 of A-Z a-z 0-9 . _ - "
                                    "(default: a new one); workers join it with the same --run"))

@@ -23,7 +23,7 @@ from pillpipe.common.events import say
 from pillpipe.common.remote import new_run_id
 from pillpipe.variants import variants
 
-MODELS = ("threaded", "asyncio")  # the models a worker process runs (redis-py: threads, and asyncio)
+MODELS = ("threaded", "asyncio", "anyio")  # the models a worker process runs (anyio on its asyncio backend)
 STAGES = ("s3", "api", "verify")
 WAIT = 30.0  # seconds a worker process waits for its run's workload to be published
 EXIT_WAIT = 15.0  # seconds a worker process may take to leave once its run has ended, before SIGTERM
@@ -45,7 +45,7 @@ def worker_parser(prog: str) -> Parser:
     p.add_argument("--run", required=True, metavar="ID", help="the run to join (its dispatcher's --run)")
     p.add_argument("--stage", required=True, type=one_of(STAGES), metavar="{s3,api,verify}",
                    help="the stage these workers run")
-    p.add_argument("--model", type=one_of(MODELS), default="asyncio", metavar="{threaded,asyncio}",
+    p.add_argument("--model", type=one_of(MODELS), default="asyncio", metavar="{threaded,asyncio,anyio}",
                    help="threads or asyncio tasks (default %(default)s); processes of either model mix in one run")
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="workers in this process (default %(default)s; the verify stage runs one per process)")

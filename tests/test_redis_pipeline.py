@@ -17,7 +17,7 @@ import uuid
 
 import pytest
 
-from pillpipe import asyncio_version, threaded
+from pillpipe import anyio_version, asyncio_version, threaded
 from pillpipe.common.config import Config
 from pillpipe.common.context import WorkerCrashes
 from pillpipe.services.process import free_port
@@ -26,7 +26,7 @@ from pillpipe.services.redis import RedisServer
 from .conftest import ROOT, cli, fast, run_sequential
 from .test_broker import need_redis
 
-RUNS = {"threaded": threaded.run, "asyncio": asyncio_version.run}
+RUNS = {"threaded": threaded.run, "asyncio": asyncio_version.run, "anyio": anyio_version.run}
 
 
 @pytest.fixture(scope="module")
@@ -95,11 +95,13 @@ def test_what_a_run_across_processes_does_not_do_is_refused_in_one_line(flags):
     assert len(done.stderr.splitlines()) == 1 and "error: --" in done.stderr, done.stderr
 
 
-def test_anyio_and_the_sequential_reference_refuse_a_broker_in_one_line():
-    for variant in ("anyio", "sequential"):
-        done = cli("pillpipe", "run", variant, "--broker", "redis://127.0.0.1:1/0", "--files", "1")
-        assert done.returncode == 2 and len(done.stderr.splitlines()) == 1
-        assert "--broker redis://127.0.0.1:1/0 applies to the threaded and asyncio variants only" in done.stderr
+def test_the_sequential_reference_and_anyio_on_trio_refuse_a_broker_in_one_line():
+    done = cli("pillpipe", "run", "sequential", "--broker", "redis://127.0.0.1:1/0", "--files", "1")
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1
+    assert "--broker redis://127.0.0.1:1/0 applies to the threaded and asyncio and anyio variants only" in done.stderr
+    done = cli("pillpipe", "run", "anyio", "--broker", "redis://127.0.0.1:1/0", "--backend", "trio", "--files", "1")
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1
+    assert "--broker does not go with --backend trio: redis.asyncio runs on asyncio only" in done.stderr
 
 
 @pytest.mark.parametrize("variant", list(RUNS))
@@ -147,7 +149,7 @@ def finished(children: list[subprocess.Popen], timeout: float = 60) -> list[int 
     return codes
 
 
-@pytest.mark.parametrize("variant", ["asyncio", "threaded"])
+@pytest.mark.parametrize("variant", ["asyncio", "threaded", "anyio"])
 def test_run_with_worker_processes_prints_the_in_process_report(server, variant):
     done = cli("pillpipe", "run", variant, "--broker", server.url, "--processes", "2", *FLAGS, timeout=120)
     assert done.returncode == 1, done.stderr  # some files failed, by the seed
@@ -159,14 +161,15 @@ def test_run_with_worker_processes_prints_the_in_process_report(server, variant)
 def test_a_mixed_run_threads_and_coroutines_in_worker_processes_then_dispatch(server):
     run = new_run()
     children = [popen_worker(server, run, "s3", "threaded", 3), popen_worker(server, run, "s3", "asyncio", 2),
-                popen_worker(server, run, "api", "asyncio", 2), popen_worker(server, run, "verify", "threaded")]
+                popen_worker(server, run, "api", "asyncio", 2), popen_worker(server, run, "api", "anyio", 2),
+                popen_worker(server, run, "verify", "threaded")]
     try:
         done = cli("pillpipe", "dispatch", "--broker", server.url, "--run", run, *FLAGS, timeout=120)
     finally:
         codes = finished(children)
     assert done.returncode == 1, done.stderr
     assert report_of(done) == reference(**WORKLOAD)
-    assert codes == [0, 0, 0, 0], [child.stderr.read() for child in children]
+    assert codes == [0, 0, 0, 0, 0], [child.stderr.read() for child in children]
 
 
 def test_a_worker_for_a_run_that_never_comes_says_so_within_its_wait(server):
@@ -236,7 +239,7 @@ def test_kill_9_chaos_workers_killed_at_random_instants_lose_nothing(server):
     instants while the run goes on and replaced by fresh ones of a random model; the run completes
     with every file in exactly one terminal state and the in-process run's report (same digest)."""
     rng = random.Random(1313)
-    run, models = new_run(), ("threaded", "asyncio")
+    run, models = new_run(), ("threaded", "asyncio", "anyio")
     counts = {"s3": CHAOS["s3_workers"], "api": CHAOS["api_workers"], "verify": 1}
     live = {stage: [popen_worker(server, run, stage, models[i % 2], counts[stage]) for i in range(2)]
             for stage in counts}
