@@ -208,7 +208,7 @@ def chaos_flags(**flags) -> list[str]:
     argv = []
     for name, value in flags.items():
         flag = f"--{name.replace('_', '-')}"
-        argv += [flag] if value is True else [flag, str(value)]
+        argv += [flag] if value is True else [flag, *map(str, value)] if isinstance(value, tuple) else [flag, str(value)]
     return [*argv, "--json", "--quiet"]
 
 
@@ -374,3 +374,27 @@ def test_file_faults_and_the_errors_they_leave_agree_across_processes(server):
     expected = reference(**WORKLOAD, faults=faults)
     assert report_of(done) == expected and done.returncode == 1, done.stderr
     assert expected["errors"] == ["an s3 worker died (injected) taking file 5"]
+
+
+@pytest.mark.timeout(180)
+def test_a_sigterm_to_one_worker_process_scales_it_down_and_loses_nothing(server):
+    """SIGTERM to a worker process: its workers take no more files, finish or give back what they
+    hold, and leave (exit 143); its siblings work the rest; the report is the in-process one."""
+    run = new_run()
+    flags = dict(files=60, seed=4, fail_rate=0.1, details=True, time_scale=0.2, api_latency=(0.1, 0.2))
+    leaving = popen_worker(server, run, "s3", "asyncio", 2)
+    children = [leaving, popen_worker(server, run, "s3", "threaded", 2), popen_worker(server, run, "api", "asyncio", 4),
+                popen_worker(server, run, "verify", "anyio")]
+    coordinator = dispatch(server, run, *chaos_flags(**flags))
+    try:
+        time.sleep(1.0)  # S3 copies of 40-100 ms: the stage has about 1.5 s of work in all
+        leaving.send_signal(signal.SIGTERM)
+        code, report, err = outcome(coordinator)
+    finally:
+        codes = finished(children)
+    expected = reference(**flags)
+    assert code == (1 if expected["failed"] else 0), err
+    each_file_once(report, 60)
+    report.pop("variant"), report.pop("timing")
+    assert report == expected
+    assert codes == [143, 0, 0, 0], codes
