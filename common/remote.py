@@ -128,8 +128,9 @@ class Remote:
                details: bool, reason: str | None) -> Report:
         """The run's report from every row on the broker (a fresh ledger restores them, as a resume
         does), plus this process's errors and every worker's.  Generated files with no row were
-        never dispatched (the dispatcher stopped early): cancelled, with ``reason``.  With the broker
-        gone: this process's own ledger, and why."""
+        never dispatched (the dispatcher stopped early): cancelled, with ``reason``; in a run that
+        did not stop early such a file was lost, and the report says so.  With the broker gone:
+        this process's own ledger, and why."""
         assert self.store is not None
         final = Ledger(None, details)
         try:
@@ -139,9 +140,13 @@ class Remote:
             self.gone = self.gone or str(exc)
             ledger.errors.append(f"the report holds what this process knew: {self.gone}")
             return ledger.report(variant, timeline, "broker")
+        missing = 0
         for first, last in settled.gaps(1, files):
             final.cancel_range(first, last, reason)
+            missing += last - first + 1
         final.errors += ledger.errors
+        if missing and stopped_by is None and reason is None:  # every file was dispatched: none may be missing
+            final.errors.append(f"{missing} dispatched files have no outcome on the broker (lost): counted cancelled")
         return final.report(variant, timeline, stopped_by)
 
     def close(self) -> None:

@@ -398,3 +398,24 @@ def test_a_sigterm_to_one_worker_process_scales_it_down_and_loses_nothing(server
     report.pop("variant"), report.pop("timing")
     assert report == expected
     assert codes == [143, 0, 0, 0], codes
+
+
+def test_the_report_restores_every_row_and_says_when_a_dispatched_file_has_none(server):
+    """The coordinator's report is the broker's rows restored; a file dispatched in a run that did
+    not stop early but with no row on the broker is counted (cancelled) and named as lost."""
+    from pillpipe.common.ledger import Ledger
+    from pillpipe.common.model import FileRecord, Outcome
+    from pillpipe.common.remote import Remote
+    from pillpipe.common.store import file_row
+    from pillpipe.common.timing import Timeline
+
+    remote = Remote(fast(files=5, broker=server.url, run_id=new_run()))
+    assert remote.store is not None
+    rows = [file_row(FileRecord(i, f"file_{i + 99}.pdf", dest_key=f"k{i}"), Outcome.SUCCESS, verified=True)
+            for i in (1, 2, 4)]
+    assert remote.store.commit(rows) == 3 and remote.store.commit(rows[:1]) == 0  # first write wins
+    report = remote.report(Ledger(), "asyncio", Timeline(), None, 5, True, None)
+    remote.close()
+    assert (report.expected, report.success, report.processed, report.cancelled) == (5, 3, 3, 2)
+    assert report.errors == ["2 dispatched files have no outcome on the broker (lost): counted cancelled"]
+    assert [f["id"] for f in report.files] == [1, 2, 3, 4, 5]
