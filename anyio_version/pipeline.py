@@ -15,13 +15,14 @@ import math
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, closing, nullcontext, suppress
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, TypeAlias
 
 import anyio
 import anyio.lowlevel
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from pillpipe.common.broker import BrokerError
 from pillpipe.common.config import Config
 from pillpipe.common.context import POLL, Args, Context, worker_name
 from pillpipe.common.handoff import Hands
@@ -35,8 +36,11 @@ VARIANT = "anyio"
 HANDLES_SIGNALS = True  # installs its own SIGINT/SIGTERM handlers for the whole run
 CEDE_EVERY = 64  # sends between two checkpoints when none waits (asyncio's unbounded put: CPython gh-87285)
 _SENT = itertools.count(1)
-Send = MemoryObjectSendStream[FileRecord]
-Receive = MemoryObjectReceiveStream[FileRecord]
+Memory = MemoryObjectSendStream[FileRecord]  # a send end in one process
+if TYPE_CHECKING:  # with --broker, a stage's queue on the broker is both ends (redis.asyncio: asyncio backend only)
+    from pillpipe.asyncio_version.broker import Lane
+    Send: TypeAlias = "MemoryObjectSendStream[FileRecord] | Lane"
+    Receive: TypeAlias = "MemoryObjectReceiveStream[FileRecord] | Lane"
 
 
 @dataclass(eq=False)
@@ -108,10 +112,12 @@ async def coordinator(ctx: Context, streams: list[Receive], stages: list[list[Wo
 
 async def pipeline(ctx: Context) -> None:
     """Start every worker in one task group (same names as the threads), then coordinate until all exit."""
+    if ctx.broker is not None:  # the queues are the broker's (docs/redis.md)
+        return await _on_broker(ctx, ctx.broker)
     size = ctx.config.queue_size or math.inf  # 0 means unbounded
     (s3_send, s3_receive), (api_send, api_receive), (verify_send, verify_receive) = (
         anyio.create_memory_object_stream[FileRecord](size) for _ in range(3))
-    streams = [s3_receive, api_receive, verify_receive]  # the coordinator's ends: to drain a dead stage
+    streams: list[Receive] = [s3_receive, api_receive, verify_receive]  # the coordinator's ends: to drain a dead stage
     with _signals(ctx), s3_receive, api_receive, verify_receive:
         async with _clients(ctx), anyio.create_task_group() as tg:
             with s3_send, api_send, verify_send:  # the originals close: only the producers' clones remain
@@ -152,6 +158,7 @@ async def _guarded(ctx: Context, stage: Stage, worker: Worker, target: Callable[
             await target(*args)
     except Exception as exc:  # noqa: BLE001 - reported through the ledger and WorkerCrashes
         ctx.worker_died(stage, worker.name, exc)
+        await _abandon(worker.name, args)
         await _flush(ctx.in_hand(worker.name))  # what it finished goes on, before its clones close
     else:
         ctx.exited(worker.name)
@@ -160,10 +167,21 @@ async def _guarded(ctx: Context, stage: Stage, worker: Worker, target: Callable[
         worker.done.set()
 
 
+async def _abandon(name: str, args: tuple[Any, ...]) -> None:
+    """A worker died on the broker's queues (``--broker``): what it took is acked - settled, or
+    passed on - and it leaves, so its lease ends now, not when it runs out."""
+    for arg in args:
+        if hasattr(arg, "abandon"):  # a broker's queue (the Lane)
+            await arg.abandon(name)
+
+
 async def _get(ctx: Context, me: WorkerClock, stream: Receive) -> Message:
     """The next record; the end of the stream (its last send clone closed) reads as the pill.  Only a
-    receive that waits is a checkpoint (as ``asyncio.Queue.get``); what the worker holds goes first."""
+    receive that waits is a checkpoint (as ``asyncio.Queue.get``); what the worker holds goes first.
+    A broker's queue (``--broker``) acks what the worker took before, then takes the next (a pill)."""
     ctx.idle(me)
+    if not isinstance(stream, MemoryObjectReceiveStream):
+        return await stream.get(me.name)
     try:
         try:
             return stream.receive_nowait()
@@ -176,14 +194,17 @@ async def _get(ctx: Context, me: WorkerClock, stream: Receive) -> Message:
 
 async def _put(ctx: Context, me: WorkerClock, stream: Send, record: FileRecord) -> None:
     """Send; an abort cancels a send blocked on a full buffer (it must never block forever).  Under
-    ``--batch N`` into the outbox, handed on when full or when a consumer waits on the empty stream."""
+    ``--batch N`` into the outbox, handed on when full or when a consumer waits on the empty stream.
+    On a broker's queue the record leaves this process's hands."""
+    if not isinstance(stream, MemoryObjectSendStream):
+        return await stream.put(ctx.handed_on(record))
     if me.hands is None:
         return await _send(stream, record)
     if me.hands.hold(stream, record) or _idle(stream):
         await _flush(me.hands)
 
 
-async def _send(stream: Send, record: FileRecord) -> None:
+async def _send(stream: Memory, record: FileRecord) -> None:
     """Send without a checkpoint when there is room or a waiting receiver (``send`` always takes
     one: a full trip round the event loop); only a send that must wait is a cancellation point -
     and every CEDE_EVERY-th one, or a producer with an unbounded buffer would never yield."""
@@ -196,7 +217,7 @@ async def _send(stream: Send, record: FileRecord) -> None:
             await anyio.lowlevel.checkpoint()
 
 
-def _idle(stream: Send) -> bool:
+def _idle(stream: Memory) -> bool:
     """A consumer waits on the empty stream."""
     stats = stream.statistics()
     return stats.tasks_waiting_receive > 0 and stats.current_buffer_used == 0
@@ -234,13 +255,46 @@ async def _check_out(ctx: Context, me: WorkerClock, inbox: Receive | None, outbo
     next stage's stream (no pills)."""
     await _flush(me.hands)
     ctx.check_out(me)
+    if inbox is not None and not isinstance(inbox, MemoryObjectReceiveStream):  # a broker's: it leaves
+        await inbox.leave(me.name)
     _close(inbox, outbox)
 
 
 async def _end_stream(ctx: Context, stream: Receive, stage: Stage, consumers: list[Worker],
                       tend: Callable[[], bool]) -> None:
-    """Nothing to send: ``stage``'s stream ended when its last producer closed its clone.  Note when."""
+    """Nothing to send: ``stage``'s stream ended when its last producer closed its clone.  Note when.
+    A broker's queue (``--broker``) is ended with pills, as the other models end theirs."""
+    if not isinstance(stream, MemoryObjectReceiveStream):
+        return await _end_remote(ctx, stream, stage, consumers, tend)
     ctx.end_stream(stage)
+
+
+async def _end_remote(ctx: Context, lane: Lane, stage: Stage, consumers: list[Worker],
+                      tend: Callable[[], bool]) -> None:
+    """End ``stage``'s stream on the broker - the coordinating process only: once no file is queued
+    or held (a killed worker's is reclaimed first, an orphaned processing list swept back), one
+    pill per live consumer wherever it runs, again while consumers remain (a late joiner gets its
+    pill, a dead one none), until none is left; then the stream is marked ended (a worker that
+    joins later leaves at once)."""
+    if not ctx.coordinates:
+        return
+    ctx.end_stream(stage)
+    try:
+        while not ctx.aborting:
+            backlog = await lane.backlog()
+            if backlog.files == 0 and not await lane.sweep():
+                if backlog.live == 0 and _live(consumers) == 0:
+                    return await lane.end()
+                await lane.end_stream()
+            if tend():
+                return
+            await anyio.sleep(POLL)
+    except BrokerError as exc:
+        ctx.broker_gone(exc)
+
+
+def _live(workers: list[Worker]) -> int:
+    return sum(not worker.done.is_set() for worker in workers)
 
 
 def _close(*ends: object) -> None:
@@ -273,6 +327,8 @@ def _tend(ctx: Context, streams: list[Receive], stages: list[list[Worker]]) -> b
 
 
 def _drain(ctx: Context, stream: Receive, stage: Stage) -> None:
+    if not isinstance(stream, MemoryObjectReceiveStream):  # a broker's: its coordinating process drains it
+        return
     while True:
         try:
             ctx.drained(stage, stream.receive_nowait())
@@ -282,7 +338,59 @@ def _drain(ctx: Context, stream: Receive, stage: Stage) -> None:
 
 def _depths(streams: list[Receive]) -> list[int]:
     """How many records wait in each stream, in stage order."""
-    return [stream.statistics().current_buffer_used for stream in streams]
+    return [stream.statistics().current_buffer_used if isinstance(stream, MemoryObjectReceiveStream)
+            else stream.qsize() for stream in streams]
+
+
+async def _on_broker(ctx: Context, url: str) -> None:
+    """The pipeline on the broker's queues (anyio's asyncio backend: redis.asyncio): one Lane per
+    stage is both its send and its receive end, and pills end its stream, as in the other models;
+    a heartbeat task keeps this process's leases, and the coordinating process watches every stage."""
+    from pillpipe.asyncio_version.broker import Heartbeat, Lane, connect
+
+    broker = await connect(url, ctx.run_id)
+    lanes = [Lane(broker, stage, ctx.config.queue_size, lambda: ctx.leaving) for stage in list(Stage)[1:]]
+    s3_lane, api_lane, verify_lane = lanes
+    try:
+        with _signals(ctx):
+            async with Heartbeat(broker), _clients(ctx), anyio.create_task_group() as tg:
+                done = anyio.Event()  # the watch ends by this flag: redis.asyncio may swallow a cancellation
+                if ctx.coordinates:
+                    tg.start_soon(_watch, ctx, lanes, done, name="Broker-Watch")
+                try:
+                    stages = [
+                        [_start(tg, ctx, Stage.DISPATCH, i, dispatcher, ctx, s3_lane) for i in ctx.here(Stage.DISPATCH)],
+                        [_start(tg, ctx, Stage.S3, i, s3_uploader, i, ctx, s3_lane, api_lane) for i in ctx.here(Stage.S3)],
+                        [_start(tg, ctx, Stage.API, i, api_uploader, i, ctx, api_lane, verify_lane)
+                         for i in ctx.here(Stage.API)],
+                        [_start(tg, ctx, Stage.VERIFY, i, verifier, ctx, verify_lane) for i in ctx.here(Stage.VERIFY)],
+                    ]
+                    streams: list[Receive] = list(lanes)
+                    await coordinator(ctx, streams, stages)
+                finally:
+                    done.set()
+            for lane in lanes:
+                await lane.close()
+            ctx.ended()
+    finally:
+        await broker.close()
+
+
+async def _watch(ctx: Context, lanes: list[Lane], done: anyio.Event) -> None:
+    """Every stage on the broker, looked at while the run goes on: a stage that holds files with no
+    live consumer for --broker-wait seconds is dead, and what it holds is cancelled (as a dead
+    stage's stream is drained in one process); the broker gone aborts the run."""
+    while True:
+        with anyio.move_on_after(ctx.watch_every):
+            await done.wait()
+            return
+        try:
+            for lane in lanes:
+                if ctx.observed(lane.stage, await lane.backlog()):
+                    for message in await lane.drain():
+                        ctx.drained(lane.stage, message)
+        except BrokerError as exc:
+            return ctx.broker_gone(exc)
 
 
 def _signals(ctx: Context) -> AbstractContextManager[None]:

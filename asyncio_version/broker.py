@@ -19,18 +19,18 @@ from __future__ import annotations
 import asyncio
 import time
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff
 
 from pillpipe.common.broker import (
-    MARGIN, PILL_BYTES, RETRIES, SCRIPTS, STAGES, TTL, Backlog, BrokerError, Keys, LeaseLost, block_for, check_url,
+    BLOCK, MARGIN, PILL_BYTES, RETRIES, SCRIPTS, STAGES, TTL, Backlog, BrokerError, Keys, LeaseLost, block_for, check_url,
     commit_args, counts_of, decode, encode, full_backoff, heartbeat_every, lease_lost, row_of, shown,
     socket_timeout, sorted_rows, worker_id)
 from pillpipe.common.config import UsageError
-from pillpipe.common.model import Message, Stage
+from pillpipe.common.model import PILL, Message, Stage
 
 Full, Empty = asyncio.QueueFull, asyncio.QueueEmpty  # what asyncio.Queue raises: the same surface
 
@@ -113,6 +113,19 @@ class Broker:
             workers, records = await self.call("reclaim", self._stage_keys(stage), self._stage_args(stage))
             dead, requeued = dead + workers, requeued + records
         return dead, requeued
+
+    async def sweep(self, stage: Stage) -> int:
+        """Give back what sits in the processing list of a worker that is not registered (an orphan:
+        the known hole of a lease reclaimed during a blocking take); returns how many records."""
+        prefix = self.keys.processing(stage)
+        with _errors(self.url):
+            keys = [key async for key in self.client.scan_iter(match=prefix + '*', count=1000)]
+        swept = 0
+        for key in keys:
+            worker = (key.decode() if isinstance(key, bytes) else key)[len(prefix):]
+            swept += int(await self.call("sweep", [self.keys.workers(stage), key, self.keys.queue(stage)],
+                                           [worker, PILL_BYTES]))
+        return swept
 
     async def clear(self) -> int:
         """Delete every key of the run; returns how many there were."""
@@ -218,20 +231,28 @@ class Heartbeat:
         self.broker = broker
         self.error: BrokerError | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
 
     def start(self) -> "Heartbeat":
         self._task = asyncio.create_task(self._beat(), name="Broker-Heartbeat")
         return self
 
     async def stop(self) -> None:
+        """Ends the task by its own flag, never by cancelling it: redis.asyncio may swallow a
+        cancellation that lands mid-call, and the task would beat on for good."""
+        self._stop.set()
         if self._task is not None:
-            self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _beat(self) -> None:
         every = heartbeat_every(self.broker.ttl)
         while True:
-            await asyncio.sleep(every)
+            try:
+                async with asyncio.timeout(every):
+                    await self._stop.wait()
+                return
+            except TimeoutError:
+                pass
             try:
                 await self.broker.renew()
                 await self.broker.reclaim()
@@ -271,6 +292,102 @@ class RedisLedger:
         """Settled files per outcome, and ``processed`` (those that reached the verifier)."""
         with _errors(self.broker.url):
             return counts_of(await self.broker.client.hgetall(self.broker.keys.counts))
+
+
+class Lane:
+    """A stage's queue as one process's pipeline sees it (``--broker``): every producer puts
+    through one put side; each consumer takes through its own registered view, made on its first
+    ``get`` - so the pipeline hands its workers one queue, as in one process."""
+
+    def __init__(self, broker: Broker, stage: Stage, maxsize: int = 0,
+                 stopping: Callable[[], bool] = lambda: False) -> None:
+        self.broker, self.stage, self.maxsize, self.stopping = broker, stage, maxsize, stopping
+        self.outbox = broker.queue(stage, maxsize)
+        self.views: dict[str, BrokerQueue] = {}  # worker name -> its own view (each worker touches only its own)
+        self.depth = 0  # items queued at the coordinator's last look (the progress view's depth)
+
+    async def put(self, item: Message, block: bool = True, timeout: float | None = None) -> None:
+        await self.outbox.put(item, block, timeout)
+
+    async def put_nowait(self, item: Message) -> None:
+        """A put that cannot wait, or reach the broker, raises Full (an abort's pills are a courtesy)."""
+        try:
+            await self.outbox.put(item, block=False)
+        except BrokerError:
+            raise Full from None
+
+    async def get(self, name: str) -> Message:
+        """Worker ``name``'s next message.  What it took before is acked first: by now it has been
+        passed on, or settled (its row is on the broker).  Once the run stops here, or once the
+        queue is found empty after its stream has ended (a worker that joined late), the pill."""
+        view = self.views.get(name)
+        if view is None:
+            view = self.views[name] = await self.broker.consumer(self.stage, name, self.maxsize)
+        if view.held is not None:
+            await view.task_done()
+        if self.stopping():
+            return PILL
+        while True:
+            try:
+                return await view.get(timeout=BLOCK)
+            except Empty:
+                if self.stopping() or await self.ended():
+                    return PILL
+
+    async def leave(self, name: str, ack: bool = True) -> None:
+        """Worker ``name`` leaves: what it holds is acked (``ack``: it was passed on or settled) or
+        given back to the queue for a sibling; a pill in its hands is dropped; its lease ends."""
+        view = self.views.pop(name, None)
+        if view is None:
+            return
+        if ack and view.held is not None:
+            await view.task_done()
+        await view.leave()
+
+    async def abandon(self, name: str) -> None:
+        """Worker ``name`` died: it leaves as far as the broker still answers."""
+        try:
+            await self.leave(name)
+        except BrokerError:
+            pass
+
+    async def ended(self) -> bool:
+        """Whether the coordinator has ended this stage's stream (``end``)."""
+        with _errors(self.broker.url):
+            return bool(await self.broker.client.exists(self.broker.keys.ended(self.stage)))
+
+    async def end(self) -> None:
+        with _errors(self.broker.url):
+            await self.broker.client.set(self.broker.keys.ended(self.stage), b"1")
+
+    async def backlog(self) -> Backlog:
+        await self.broker.reclaim([self.stage])  # a dead worker's file counts as queued, not as held
+        backlog = await self.broker.backlog(self.stage)
+        self.depth = backlog.queued - backlog.pills
+        return backlog
+
+    async def end_stream(self) -> int:
+        return await self.broker.end_stream(self.stage)
+
+    async def sweep(self) -> int:
+        return await self.broker.sweep(self.stage)
+
+    async def drain(self) -> list[Message]:
+        """Take every queued message, with no lease (the coordinator empties a dead stage's queue)."""
+        with _errors(self.broker.url):
+            raws = await self.broker.client.rpop(self.outbox.key, 1000) or []
+        return [decode(bytes(raw), self.outbox.key) for raw in raws]  # type: ignore[arg-type]
+
+    def qsize(self) -> int:
+        return self.depth
+
+    async def close(self) -> None:
+        """This process is done with the stage: what its workers still hold goes back, their leases end."""
+        for name in list(self.views):
+            try:
+                await self.leave(name, ack=False)
+            except BrokerError:
+                pass
 
 
 # The client's errors, as one line ---------------------------------------------------------

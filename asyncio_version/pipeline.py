@@ -7,10 +7,11 @@ differ.  Everything that does not block comes from ``pillpipe.common``.
 from __future__ import annotations
 
 import asyncio
-from contextlib import AbstractAsyncContextManager, AbstractContextManager, closing, nullcontext
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager, closing, nullcontext
 from functools import partial
-from typing import Any, Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Coroutine, TypeAlias
 
+from pillpipe.common.broker import BrokerError
 from pillpipe.common.config import Config, UsageError
 from pillpipe.common.context import POLL, Args, Context, worker_name
 from pillpipe.common.handoff import Hands
@@ -19,6 +20,9 @@ from pillpipe.common.model import PILL, FileRecord, Message, Stage
 from pillpipe.common.report import Report
 from pillpipe.common.stages import HANG, Steps, api_upload, s3_copy
 from pillpipe.common.timing import WorkerClock
+
+if TYPE_CHECKING:  # the broker's queues (--broker) import redis-py: only a run on a broker does
+    from pillpipe.asyncio_version.broker import Lane
 
 VARIANT = "asyncio"
 HANDLES_SIGNALS = True  # installs its own SIGINT/SIGTERM handlers for the whole run
@@ -35,7 +39,11 @@ class Queue(asyncio.Queue[Message]):
     waiting = 0  # consumers parked in ``get`` under --batch N
 
 
-async def dispatcher(ctx: Context, s3_queue: Queue) -> None:
+if TYPE_CHECKING:
+    Channel: TypeAlias = "Queue | Lane"  # what runs between two stages: a queue here, or a broker's (--broker)
+
+
+async def dispatcher(ctx: Context, s3_queue: Channel) -> None:
     """Producer: admit each file and put it on the S3 queue (an abort cancels what is left)."""
     me = ctx.worker(Stage.DISPATCH)
     with closing(ctx.admitted()) as admitted:
@@ -44,7 +52,7 @@ async def dispatcher(ctx: Context, s3_queue: Queue) -> None:
     await _check_out(ctx, me, None, s3_queue)
 
 
-async def s3_uploader(index: int, ctx: Context, s3_queue: Queue, api_queue: Queue) -> None:
+async def s3_uploader(index: int, ctx: Context, s3_queue: Channel, api_queue: Channel) -> None:
     """Consumer/producer: copy each file, pass it on; return on the pill."""
     me = ctx.worker(Stage.S3, index)
     while True:
@@ -56,7 +64,7 @@ async def s3_uploader(index: int, ctx: Context, s3_queue: Queue, api_queue: Queu
             await _put(ctx, me, api_queue, ctx.release(me, record))
 
 
-async def api_uploader(index: int, ctx: Context, api_queue: Queue, verify_queue: Queue) -> None:
+async def api_uploader(index: int, ctx: Context, api_queue: Channel, verify_queue: Channel) -> None:
     """Consumer/producer: upload each file's metadata, pass it on; return on the pill."""
     me = ctx.worker(Stage.API, index)
     while True:
@@ -68,7 +76,7 @@ async def api_uploader(index: int, ctx: Context, api_queue: Queue, verify_queue:
             await _put(ctx, me, verify_queue, ctx.release(me, record))
 
 
-async def verifier(ctx: Context, verify_queue: Queue) -> None:
+async def verifier(ctx: Context, verify_queue: Channel) -> None:
     """Consumer: the single aggregator; records every verdict in the ledger."""
     me = ctx.worker(Stage.VERIFY)
     while True:
@@ -78,7 +86,7 @@ async def verifier(ctx: Context, verify_queue: Queue) -> None:
         await _wait_through(ctx, ctx.verify(me, record))
 
 
-async def coordinator(ctx: Context, queues: list[Queue], stages: list[list[Worker]]) -> None:
+async def coordinator(ctx: Context, queues: list[Channel], stages: list[list[Worker]]) -> None:
     """The tutorial's shutdown, stage by stage: wait for every producer of a queue, then end its
     stream - one pill per consumer unless ``--shutdown`` says otherwise (common/shutdown.py)."""
     s3_queue, api_queue, verify_queue = queues
@@ -94,18 +102,15 @@ async def coordinator(ctx: Context, queues: list[Queue], stages: list[list[Worke
 
 
 async def pipeline(ctx: Context) -> None:
-    """Start every worker (same names as the threads), then coordinate until all exit."""
-    size = ctx.config.queue_size
-    s3_queue, api_queue, verify_queue = queues = [Queue(size), Queue(size), Queue(size)]
+    """Start every worker this process runs (same names as the threads), then coordinate until all exit."""
     with _signals(ctx):
-        async with _clients(ctx):
+        async with _clients(ctx), _queues(ctx) as queues:
+            s3_queue, api_queue, verify_queue = queues
             stages = [
-                [_start(ctx, Stage.DISPATCH, 1, dispatcher, ctx, s3_queue)],
-                [_start(ctx, Stage.S3, i, s3_uploader, i, ctx, s3_queue, api_queue)
-                 for i in range(1, ctx.config.s3_workers + 1)],
-                [_start(ctx, Stage.API, i, api_uploader, i, ctx, api_queue, verify_queue)
-                 for i in range(1, ctx.config.api_workers + 1)],
-                [_start(ctx, Stage.VERIFY, 1, verifier, ctx, verify_queue)],
+                [_start(ctx, Stage.DISPATCH, i, dispatcher, ctx, s3_queue) for i in ctx.here(Stage.DISPATCH)],
+                [_start(ctx, Stage.S3, i, s3_uploader, i, ctx, s3_queue, api_queue) for i in ctx.here(Stage.S3)],
+                [_start(ctx, Stage.API, i, api_uploader, i, ctx, api_queue, verify_queue) for i in ctx.here(Stage.API)],
+                [_start(ctx, Stage.VERIFY, i, verifier, ctx, verify_queue) for i in ctx.here(Stage.VERIFY)],
             ]
             await coordinator(ctx, queues, stages)
 
@@ -139,8 +144,17 @@ async def _guarded(ctx: Context, stage: Stage, name: str, target: Callable[[*Arg
         pass
     except BaseException as exc:  # noqa: BLE001 - reported through the ledger and WorkerCrashes
         ctx.worker_died(stage, name, exc)
+        await _abandon(name, args)
         return await _give_back(ctx.in_hand(name))
     ctx.exited(name)
+
+
+async def _abandon(name: str, args: tuple[Any, ...]) -> None:
+    """A worker died on the broker's queues (``--broker``): what it took is acked - settled, or
+    passed on - and it leaves, so its lease ends now, not when it runs out."""
+    for arg in args:
+        if hasattr(arg, "abandon"):  # a broker's queue (the Lane)
+            await arg.abandon(name)
 
 
 async def _give_back(hands: Hands | None) -> None:
@@ -150,9 +164,13 @@ async def _give_back(hands: Hands | None) -> None:
         await _flush(hands)
 
 
-def _get(ctx: Context, me: WorkerClock, queue_: Queue) -> Awaitable[Message]:
+def _get(ctx: Context, me: WorkerClock, queue_: Channel) -> Awaitable[Message]:
     """The next message, to await: the queue's own ``get()`` itself, so a parked worker holds no
-    frame of ours (10,000 idle workers: 2 MiB less); ``_take`` when there is more to do."""
+    frame of ours (10,000 idle workers: 2 MiB less); ``_take`` when there is more to do.  A broker's
+    queue (``--broker``) acks what the worker took before, then takes the next."""
+    if not isinstance(queue_, Queue):
+        ctx.idle(me)
+        return queue_.get(me.name)
     if ctx.idle(me):
         queue_.task_done()
     if me.hands is None and ctx.config.shutdown != "queue-shutdown":
@@ -177,11 +195,14 @@ async def _take(ctx: Context, me: WorkerClock, queue_: Queue) -> Message:
         return PILL
 
 
-async def _put(ctx: Context, me: WorkerClock, queue_: Queue, record: FileRecord) -> None:
+async def _put(ctx: Context, me: WorkerClock, queue_: Channel, record: FileRecord) -> None:
     """Put; a full queue never blocks forever: the coordinator empties the queue of a dead stage,
     and an abort cancels the put.  Under ``--batch N``: into the worker's outbox, handed on when
     full or when a consumer waits on the empty queue.  An unbounded queue's put never yields
-    (CPython gh-87285): every CEDE_EVERY-th one does, so no producer runs a whole run ahead."""
+    (CPython gh-87285): every CEDE_EVERY-th one does, so no producer runs a whole run ahead.  On a
+    broker's queue the record leaves this process's hands."""
+    if not isinstance(queue_, Queue):
+        return await queue_.put(ctx.handed_on(record))
     hands = me.hands
     if hands is None:
         await queue_.put(record)
@@ -224,12 +245,14 @@ def _clients(ctx: Context) -> AbstractAsyncContextManager[Any]:
     return ctx.calling_with(open_clients(**options))
 
 
-async def _check_out(ctx: Context, me: WorkerClock, inbox: Queue | None, outbox: Queue | None) -> None:
+async def _check_out(ctx: Context, me: WorkerClock, inbox: Channel | None, outbox: Channel | None) -> None:
     """A worker leaves: put its pill back for a sibling (relay), or - the last one out under
     last-out - put the next stage's pills itself."""
     if me.hands is not None:
         await _flush(me.hands)
     relay, pills = ctx.check_out(me)
+    if inbox is not None and not isinstance(inbox, Queue):  # a broker's: it leaves (its pill is dropped)
+        return await inbox.leave(me.name)
     if relay and inbox is not None:
         await inbox.put(PILL)
     if outbox is not None:
@@ -237,10 +260,12 @@ async def _check_out(ctx: Context, me: WorkerClock, inbox: Queue | None, outbox:
             await outbox.put(PILL)
 
 
-async def _end_stream(ctx: Context, queue_: Queue, stage: Stage, consumers: list[Worker],
+async def _end_stream(ctx: Context, queue_: Channel, stage: Stage, consumers: list[Worker],
                       tend: Callable[[], bool]) -> None:
     """End ``stage``'s input stream the run's way; tend while a full queue makes it wait, so a
     consumer that dies meanwhile never leaves a pill that nobody takes."""
+    if not isinstance(queue_, Queue):
+        return await _end_remote(ctx, queue_, stage, consumers, tend)
     how = ctx.end_stream(stage)
     if how == "queue-shutdown":
         return queue_.shutdown()  # type: ignore[attr-defined,no-any-return,unused-ignore]  # 3.13+ (Config checks)
@@ -272,6 +297,30 @@ async def _end_stream(ctx: Context, queue_: Queue, stage: Stage, consumers: list
             tend()
 
 
+async def _end_remote(ctx: Context, lane: Lane, stage: Stage, consumers: list[Worker],
+                      tend: Callable[[], bool]) -> None:
+    """End ``stage``'s stream on the broker - the coordinating process only: once no file is queued
+    or held (a killed worker's is reclaimed first, an orphaned processing list swept back), one
+    pill per live consumer wherever it runs, again while consumers remain (a late joiner gets its
+    pill, a dead one none), until none is left; then the stream is marked ended (a worker that
+    joins later leaves at once)."""
+    if not ctx.coordinates:
+        return
+    ctx.end_stream(stage)
+    try:
+        while not ctx.aborting:
+            backlog = await lane.backlog()
+            if backlog.files == 0 and not await lane.sweep():
+                if backlog.live == 0 and _live(consumers) == 0:
+                    return await lane.end()
+                await lane.end_stream()
+            if tend():
+                return
+            await asyncio.sleep(POLL)
+    except BrokerError as exc:
+        ctx.broker_gone(exc)
+
+
 def _live(workers: list[Worker]) -> int:
     return sum(not worker.done() for worker in workers)
 
@@ -288,7 +337,7 @@ async def _join(workers: list[Worker], tend: Callable[[], bool]) -> None:
     tend()
 
 
-def _tend(ctx: Context, queues: list[Queue], stages: list[list[Worker]]) -> bool:
+def _tend(ctx: Context, queues: list[Channel], stages: list[list[Worker]]) -> bool:
     """Look at the grace period; empty the queue of a dead stage; on an abort, cancel every task.
     True once the abort has waited long enough for workers that do not exit."""
     overdue = ctx.tend(partial(_depths, queues))
@@ -301,7 +350,9 @@ def _tend(ctx: Context, queues: list[Queue], stages: list[list[Worker]]) -> bool
     return overdue
 
 
-def _drain(ctx: Context, queue_: Queue, stage: Stage) -> None:
+def _drain(ctx: Context, queue_: Channel, stage: Stage) -> None:
+    if not isinstance(queue_, Queue):  # a broker's: its coordinating process drains it (_watch)
+        return
     while True:
         try:
             ctx.drained(stage, queue_.get_nowait())
@@ -309,9 +360,63 @@ def _drain(ctx: Context, queue_: Queue, stage: Stage) -> None:
             return
 
 
-def _depths(queues: list[Queue]) -> list[int]:
+def _depths(queues: list[Channel]) -> list[int]:
     """How many messages wait in each queue, in stage order (the drain's line, the progress view)."""
     return [queue_.qsize() for queue_ in queues]
+
+
+def _queues(ctx: Context) -> AbstractAsyncContextManager[list[Channel]]:
+    """The queues between stages: this process's own, or (``--broker``) the broker's."""
+    if ctx.broker is None:
+        size = ctx.config.queue_size
+        return nullcontext([Queue(size), Queue(size), Queue(size)])
+    return _on_broker(ctx, ctx.broker)
+
+
+@asynccontextmanager
+async def _on_broker(ctx: Context, url: str) -> AsyncIterator[list[Channel]]:
+    """The broker's queues, a heartbeat task that keeps this process's leases (and reclaims the
+    dead's), and in the coordinating process a task that watches every stage (``_watch``)."""
+    from pillpipe.asyncio_version.broker import Heartbeat, Lane, connect
+
+    broker = await connect(url, ctx.run_id)
+    lanes = [Lane(broker, stage, ctx.config.queue_size, lambda: ctx.leaving) for stage in list(Stage)[1:]]
+    try:
+        async with Heartbeat(broker):
+            done = asyncio.Event()  # the watch ends by this flag: redis.asyncio may swallow a cancellation
+            watch = asyncio.create_task(_watch(ctx, lanes, done), name="Broker-Watch") if ctx.coordinates else None
+            try:
+                channels: list[Channel] = list(lanes)
+                yield channels
+            finally:
+                done.set()
+                if watch is not None:
+                    await watch
+                for lane in lanes:
+                    await lane.close()
+                ctx.ended()
+    finally:
+        await broker.close()
+
+
+async def _watch(ctx: Context, lanes: list[Lane], done: asyncio.Event) -> None:
+    """Every stage on the broker, looked at while the run goes on: a stage that holds files with no
+    live consumer for --broker-wait seconds is dead, and what it holds is cancelled (as a dead
+    stage's queue is drained in one process); the broker gone aborts the run."""
+    while True:
+        try:
+            async with asyncio.timeout(ctx.watch_every):
+                await done.wait()
+            return
+        except TimeoutError:
+            pass
+        try:
+            for lane in lanes:
+                if ctx.observed(lane.stage, await lane.backlog()):
+                    for message in await lane.drain():
+                        ctx.drained(lane.stage, message)
+        except BrokerError as exc:
+            return ctx.broker_gone(exc)
 
 
 def _signals(ctx: Context) -> AbstractContextManager[None]:

@@ -12,6 +12,9 @@ Key layout of one run (``{RUN}`` is a Redis hash tag: every key of a run lands i
     pillpipe:{RUN}:workers:STAGE          zset  worker id -> lease deadline (ms, by the broker's clock)
     pillpipe:{RUN}:ledger:rows            hash  row key -> JSON row (first write wins)
     pillpipe:{RUN}:ledger:counts          hash  outcome -> count, "processed" -> count
+    pillpipe:{RUN}:config                 string the run's workload as JSON, written once by its coordinator
+    pillpipe:{RUN}:ended:STAGE            string set once STAGE's stream has ended (a late joiner reads a pill)
+    pillpipe:{RUN}:errors                 list  what went wrong in any process (a dead worker), for the report
 
 The reliable queue: a consumer takes an item with an atomic move into its own processing list
 (``LMOVE``/``BLMOVE queue processing RIGHT LEFT``) and removes it (``LREM``) only once the file has
@@ -38,7 +41,7 @@ import socket
 from typing import Any, Iterable
 from urllib.parse import urlsplit
 
-from .config import UsageError
+from .config import SetupError, UsageError
 from .ledger import outcome_line, outcome_term, rejected_line
 from .model import PILL, FileRecord, Message, Outcome, Rejected, Stage, Status
 
@@ -53,8 +56,9 @@ _RUN_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _MOD = 1 << 256
 
 
-class BrokerError(RuntimeError):
-    """The broker cannot be reached, went away, or holds what is not ours: one line, no traceback."""
+class BrokerError(SetupError):
+    """The broker cannot be reached, went away, or holds what is not ours: one line, no traceback
+    (a ``SetupError``: the command line says it in one line and exits 69)."""
 
     exit_code = 69  # EX_UNAVAILABLE (sysexits.h): for the command line when it wires a broker in
 
@@ -134,6 +138,17 @@ class Keys:
     @property
     def counts(self) -> str:
         return f"{self.base}:ledger:counts"
+
+    @property
+    def config(self) -> str:
+        return f"{self.base}:config"
+
+    def ended(self, stage: Stage) -> str:
+        return f"{self.base}:ended:{stage.value}"
+
+    @property
+    def errors(self) -> str:
+        return f"{self.base}:errors"
 
     @property
     def pattern(self) -> str:
@@ -279,6 +294,14 @@ redis.call('ZREM', KEYS[1], ARGV[1])
 return n
 """
 
+# KEYS: workers, processing list, queue; ARGV: worker id, pill.  The list of a worker that is not
+# registered (its lease was reclaimed while it was blocked in BLMOVE, then it died before its ack):
+# its records back to the queue.  Returns how many went back (0 for a registered worker's list).
+SWEEP = _GIVE_BACK + """
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+return give_back(KEYS[2], KEYS[3], ARGV[2])
+"""
+
 # KEYS: workers.  How many consumers are live.
 LIVE = _NOW + """
 return redis.call('ZCOUNT', KEYS[1], now, '+inf')
@@ -326,7 +349,7 @@ return won
 """
 
 SCRIPTS = {"take": TAKE, "put": PUT, "register": REGISTER, "renew": RENEW, "reclaim": RECLAIM,
-           "leave": LEAVE, "live": LIVE, "backlog": BACKLOG, "end_stream": END_STREAM, "commit": COMMIT}
+           "leave": LEAVE, "sweep": SWEEP, "live": LIVE, "backlog": BACKLOG, "end_stream": END_STREAM, "commit": COMMIT}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,7 +30,7 @@ With no flags: the tutorial's run (8 files, 3 S3 workers, 2 API workers, real la
 EXIT_OK, EXIT_FILES_FAILED, EXIT_USAGE, EXIT_SETUP, EXIT_INTERNAL, EXIT_OUTPUT = 0, 1, 2, 69, 70, 74
 EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
 MEANING = {EXIT_OK: "every file succeeded", EXIT_FILES_FAILED: "some file did not succeed",
-           EXIT_INTERNAL: "a stage died, or the state could not be written", 130: "stopped by SIGINT", 143: "stopped by SIGTERM"}
+           EXIT_INTERNAL: "a stage died, or the state could not be written", EXIT_SETUP: "the broker went away", 130: "stopped by SIGINT", 143: "stopped by SIGTERM"}
 READER_GONE = "the reader closed the pipe"
 # What a run needs around it, given by the floor above (the embedded services for --io real:
 # ``serving`` in services/embedded.py): a context manager that yields the config to run.
@@ -40,6 +40,8 @@ Services = Callable[[Config], AbstractContextManager[Config]]
 def exit_code(report: Report) -> int:
     if report.stopped_by in EXIT_SIGNAL:
         return EXIT_SIGNAL[report.stopped_by]
+    if report.stopped_by == "broker":  # the broker went away (--broker): EX_UNAVAILABLE, as at the start
+        return EXIT_SETUP
     if report.stopped_by in ("crash", "state"):  # a stage died; the state (--state) could not be written
         return EXIT_INTERNAL
     if report.success == report.expected and not report.errors:

@@ -71,6 +71,11 @@ class Config:
     resume: bool = False  # continue the run --state holds: skip what it settled
     retry_failed: bool = False  # with --resume: work failed, invalid and duplicate files again
     inline_commit: str | None = None  # benchmarks only: commit where files settle, "batched" or "naive" (INLINE)
+    broker: str | None = None  # --broker URL: the queues and the ledger live in Redis (docs/redis.md)
+    run_id: str | None = None  # --run ID: the run's name on the broker (a new one when None)
+    processes: int = 0  # --processes K: worker processes per stage that ``pillpipe run`` starts
+    broker_wait: float = 30.0  # seconds a stage may hold files with no live consumer before it is dead
+    role: str = "all"  # this process's part in a run across processes (ROLES; set by a command, not a flag)
     fault_plan: FaultPlan = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -128,6 +133,7 @@ class Config:
         if self.backend == "trio" and importlib.util.find_spec("trio") is None:
             raise UsageError("--backend trio needs trio installed: pip install 'pillpipe[trio]'")
         self._validate_io()
+        self._validate_broker()
         try:
             plan = FaultPlan.parse(self.faults, generated=self.input is None)
             plan.check(self.files if self.input is None else None,
@@ -166,6 +172,32 @@ class Config:
             raise UsageError(f"--io real needs the real extra (missing: {', '.join(missing)}): "
                              "pip install 'pillpipe[real]'")
 
+    def _validate_broker(self) -> None:
+        """``--broker`` and its companions; what a run across processes cannot do yet is refused here."""
+        if self.role not in ROLES:
+            raise UsageError(f"role must be one of {', '.join(ROLES)} (got {self.role})")
+        _whole_in("processes", self.processes)
+        _number_in("broker_wait", self.broker_wait, above_zero=True)
+        if self.broker is None:
+            for name in ("run_id", "processes"):
+                if getattr(self, name) not in (None, 0):
+                    raise UsageError(f"{_flag(name).replace('-id', '')} goes with --broker URL")
+            if self.role != "all":
+                raise UsageError(f"the {self.role} role needs --broker URL")
+            return
+        from .broker import Keys, check_url  # the broker's core imports this module
+
+        check_url(self.broker)
+        if self.run_id is not None:
+            Keys(self.run_id)
+        if self.backend != "asyncio":
+            raise UsageError(f"--broker does not go with --backend {self.backend}: redis.asyncio runs on asyncio only")
+        for name, why in BROKER_REFUSES.items():
+            value = getattr(self, name)
+            if value != Config.__dataclass_fields__[name].default:
+                shown = "" if isinstance(value, bool) else f" {value}"
+                raise UsageError(f"--broker does not go with {_flag(name)}{shown}: {why}")
+
     def stage_plan(self, events: Events | None = None, io: "RealIO | None" = None) -> StagePlan:
         workload = Workload(self.seed, (*self.s3_latency,), (*self.api_latency,), self.time_scale, self.fail_rate)
         return StagePlan(workload, self.fault_plan, self.retries, self.retry_backoff, self.stage_timeout,
@@ -180,6 +212,15 @@ class Config:
 
 
 IO_MODES = ("sim", "real")
+ROLES = ("all", "dispatch", "s3", "api", "verify")  # all: every worker here; dispatch: dispatcher and coordinator
+BROKER_REFUSES = {  # what a run across processes (--broker) does not do yet: flag -> why, said in one line
+    "shutdown": "across processes the coordinator ends each stream with pills, one per live consumer",
+    "state": "the run's ledger lives on the broker",
+    "resume": "the run's ledger lives on the broker",
+    "io": "workers in other processes only simulate (real I/O across processes is not built yet)",
+    "batch": "records travel one at a time on the broker",
+    "input": "the workers' processes generate the files (reading --input across processes is not built yet)",
+}
 REAL_ONLY = ("s3_endpoint", "api_url", "http_client", "pool", "tls", "ca_file")  # flags of --io real
 ALL_HTTP_CLIENTS = tuple(dict.fromkeys(name for names in HTTP_CLIENTS.values() for name in names))
 REAL_MODULES = ("boto3", "aiobotocore", "aiohttp", "httpx2")  # what the real extra brings, as imported
@@ -198,11 +239,13 @@ MODEL_FLAGS: dict[str, tuple[str, ...]] = {
     "loop": ("asyncio",),
     "backend": ("anyio",),
     "io": ("threaded", "asyncio", "anyio"),
+    "broker": ("threaded", "asyncio", "anyio"),
 }
 _WHY_NOT = {  # what a variant does instead, said after the rule
     ("io", "sequential"): "the sequential reference only simulates",
     ("shutdown", "anyio"): "anyio ends a stream by closing its last send clone",
     ("shutdown", "sequential"): "the sequential reference has no streams to end",
+    ("broker", "sequential"): "the sequential reference has no queues",
 }
 
 
@@ -263,6 +306,8 @@ LIMITS: dict[str, tuple[float, float]] = {
     "fail_rate": (0, 1.0),
     "stage_timeout": (0, 86400.0),
     "shutdown_grace": (0, 86400.0),
+    "processes": (0, 64),
+    "broker_wait": (0, 86400.0),
 }
 MAX_WAIT = 1e9  # seconds: --retry-backoff x 2^(--retries - 1) x --time-scale may not exceed it
 
@@ -329,6 +374,9 @@ class _Parser(argparse.ArgumentParser):
         return ns
 
 
+Parser = _Parser  # for the top floor's own commands (pillpipe worker): the same one-line usage errors
+one_of = _one_of
+
 EPILOG = """\
 input records (--input PATH, - for stdin; in full: docs/input.md):
   the format comes from the extension - .jsonl or .ndjson (or none, or stdin): JSON Lines;
@@ -357,10 +405,11 @@ ranges (a value outside is a usage error): --files 0..10^9, --seed 0..2^64-1,
   --s3-workers/--api-workers 1..10^6, --queue-size 0..10^9, --batch 1..1024,
   --retries 0..100, --s3-latency/--api-latency 0..3600 s, --time-scale 0..100, --retry-backoff 0..3600 s
   (and backoff x 2^(retries-1) x time-scale at most 1e9 s), --fail-rate 0..1,
-  --stage-timeout/--shutdown-grace above 0, at most 86400 s.
+  --stage-timeout/--shutdown-grace above 0, at most 86400 s, --processes 0..64,
+  --broker-wait above 0, at most 86400 s.
 
 exit codes: 0 every file succeeded, 1 some file did not, 2 bad usage, 69 the embedded services
-for real I/O did not start, 70 internal error (a stage died, no worker of a stage could start,
+for real I/O did not start, or the broker (--broker) cannot be reached or went away, 70 internal error (a stage died, no worker of a stage could start,
 or the --state file could not be written), 74 the report could not be written to stdout (said
 on stderr, with the run's own code), 130 SIGINT, 143 SIGTERM.
 
@@ -463,6 +512,21 @@ def build_parser(prog: str, description: str, variant: str | None = None) -> arg
     r.add_argument("--retry-failed", action="store_true", help="with --resume: also work the files that ended "
                                                               "failed, invalid or duplicate again")
     r.add_argument("--inline-commit", choices=INLINE, help=argparse.SUPPRESS)  # benchmarks: a commit that blocks
+    b = p.add_argument_group("across processes (docs/redis.md; the redis extra and a redis-server)")
+    b.add_argument("--broker", metavar="URL",
+                   help=model_help("broker", "redis://HOST:PORT/DB: the queues between stages and the ledger live "
+                                   "in Redis, so workers in other processes (pillpipe worker) take part; not on "
+                                   "anyio's trio backend"))
+    b.add_argument("--run", dest="run_id", metavar="ID",
+                   help=model_help("broker", "the run's name on the broker, 1-64 of A-Z a-z 0-9 . _ - "
+                                   "(default: a new one); workers join it with the same --run"))
+    b.add_argument("--processes", type=int, default=d.processes, metavar="K",
+                   help=model_help("broker", "with --broker: start K worker processes per stage on this machine "
+                                   "(each with --s3-workers / --api-workers workers, one verifier) and coordinate "
+                                   "them; 0: every worker in this process (default %(default)s)"))
+    b.add_argument("--broker-wait", type=_number, default=d.broker_wait, metavar="S",
+                   help=model_help("broker", "seconds a stage may hold files with no live consumer before the run "
+                                   "calls it dead, cancels them and exits 70 (default %(default)s)"))
     o = p.add_argument_group("output")
     o.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout "
                                                       "(event lines go to stderr)")

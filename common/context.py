@@ -23,9 +23,11 @@ from .faults import FileDeath, InjectedCrash
 from .handoff import Hands, hands_for
 from .journal import Journal
 from .ledger import Ledger
+from .broker import Backlog
 from .model import FileRecord, Message, Outcome, Rejected, Stage
 from .progress import Progress, Snapshot, wanted
 from .realio import RealIO, Using
+from .remote import WATCH_EVERY, Remote
 from .report import Report
 from .shutdown import NEXT, Shutdown
 from .source import InputError, open_input, records
@@ -114,7 +116,11 @@ class Context:
         self._read = 0  # input records read so far
         self._unread_said = False
         self._admitting = False  # the dispatcher has started
-        self.journal = Journal.open(config, self.ledger, lock, self._state_failed, self.events)  # --state
+        self.remote = Remote(config)  # --broker: this process's part in a run across processes
+        if self.remote.on:  # the ledger's rows go to the broker
+            self.journal = self.remote.journal(self.ledger, lock, self._broker_failed)
+        else:
+            self.journal = Journal.open(config, self.ledger, lock, self._state_failed, self.events)  # --state
 
     @property
     def aborting(self) -> bool:
@@ -242,7 +248,8 @@ class Context:
         cancelled here: draining and never started, or a later stage is dead), else it is in
         ``me``'s hands.  Raises ``InjectedCrash`` when a die fault fires: the worker loop dies."""
         me.working = True
-        if self.stop.draining and me.stage is Stage.S3 and record.s3_attempts == 0:
+        self._adopt(record)
+        if self.stop.draining and me.stage is Stage.S3 and record.s3_attempts == 0 and self.remote.settles_rest:
             self.ledger.settle(record, Outcome.CANCELLED)
             return False
         if self.crew.dead and (reason := self._dead_reason(me.stage)) is not None:
@@ -266,6 +273,7 @@ class Context:
         """The verifier's checks (real I/O: the object and the record are there; simulated: none),
         then its verdict, recorded in the ledger.  The variant drives it through ``_wait_through``."""
         me.working = True
+        self._adopt(record)
         self._hold(me, record)
         faults = self.plan.faults
         if faults.verifier_after is not None and faults.verifier_crashes(me.files):
@@ -285,6 +293,12 @@ class Context:
         self.release(me, record)  # the verifier's clock notes when: the report's last_verified_s
         if self.events.enabled:
             self.events.verified(record)
+
+    def handed_on(self, record: FileRecord) -> FileRecord:
+        """``record`` goes onto a broker's queue (``--broker``): from now on another process (or
+        another worker of this one, which adopts it) holds it, and settles it."""
+        self.ledger.pass_on(record)
+        return record
 
     def idle(self, me: WorkerClock) -> bool:
         """``me`` asks for its next message.  True when it just finished one that ``queue.join()``
@@ -322,7 +336,11 @@ class Context:
     def worker_died(self, stage: Stage, name: str, exc: BaseException) -> None:
         """A worker loop raised: the file it held fails; its stage may now be dead."""
         self.exited(name)
-        self.ledger.errors.append(str(exc) if isinstance(exc, FileDeath) else f"{name}: {exc}")
+        error = str(exc) if isinstance(exc, FileDeath) else f"{name}: {exc}"
+        if self.remote.broken(exc):
+            return self.broker_gone(exc)
+        self.ledger.errors.append(error)
+        self.remote.note(error)
         held = self.ledger.held_by(name)
         if held is not None:
             self.ledger.settle(held, Outcome.FAILED, f"worker crashed: {exc}")
@@ -347,6 +365,66 @@ class Context:
 
     def alive(self, stage: Stage) -> int:
         return self.crew.alive(stage)
+
+    # Across processes (--broker; common/remote.py) -------------------------------------------
+    def here(self, stage: Stage) -> range:
+        """The indices of ``stage``'s workers this process starts: all of them in one process; with
+        ``--broker``, those of its role (the dispatcher, or one stage's workers)."""
+        return self.remote.here(stage)
+
+    @property
+    def broker(self) -> str | None:
+        """The broker's URL, or None: the queues are the variant's own, in this process."""
+        return self.remote.url if self.remote.on else None
+
+    @property
+    def run_id(self) -> str:
+        return self.remote.run
+
+    @property
+    def leaving(self) -> bool:
+        """A worker on a broker's queue takes no more files: aborting - or, in a worker process,
+        stopping (a signal): what it holds goes back to the broker for a sibling."""
+        return self.stop.aborting or (self.stop.draining and not self.remote.settles_rest)
+
+    @property
+    def coordinates(self) -> bool:
+        """This process ends the broker's streams (a worker process leaves that to its coordinator)."""
+        return self.remote.coordinates
+
+    watch_every = WATCH_EVERY  # how often the coordinating process looks at every stage's backlog
+
+    def observed(self, stage: Stage, backlog: Backlog) -> bool:
+        """The coordinating process looked at ``stage`` on the broker: True when what its queue holds
+        must be drained - the stage is dead (files and no live consumer for --broker-wait seconds),
+        or the run is stopping and these files were never started."""
+        if self.stop.draining and stage is Stage.S3 and not self.stop.aborting:
+            return True  # stopping: what no S3 worker has started is cancelled (as take() does in one process)
+        if not self.remote.observe(stage, backlog):
+            return False
+        if stage not in self.crew.dead:
+            self.crew.dead.add(stage)
+            self.ledger.errors.append(f"every {stage.value} worker is gone: no live consumer for "
+                                      f"{self.config.broker_wait:g} s with {backlog.files} files")
+            self.notices.notice(f"💥 no live {stage.value} worker for {self.config.broker_wait:g} s: "
+                                "cancelling what it holds, draining the rest")
+        return True
+
+    def broker_gone(self, exc: BaseException) -> None:
+        """The broker went away: said once; the run aborts (the report says ``stopped_by: broker``;
+        exit code 69)."""
+        if self.remote.gone is not None:
+            return
+        self.remote.gone = str(exc)
+        self.ledger.errors.append(str(exc))
+        self.notices.notice(f"💥 {exc}: aborting")
+        if self.stop.stopped_by is None:
+            self.stop.stopped_by = "broker"
+        self.stop.abort("the broker is gone")
+
+    def ended(self) -> None:
+        """The coordinating process is done: every stream on the broker counts as ended."""
+        self.remote.ended()
 
     def tend(self, depths: Callable[[], Sequence[int]] | None = None) -> bool:
         """What every coordinator wait also does, every POLL: end the grace period when it is over,
@@ -396,13 +474,16 @@ class Context:
         return f"⏳ {self.stop.phase()}: waiting for {what}{extra}"
 
     def must_drain(self, stage: Stage) -> bool:
-        """Whether the coordinator empties ``stage``'s queue now (aborting, or the stage is dead)."""
-        return self.stop.aborting or stage in self.crew.dead
+        """Whether the coordinator empties ``stage``'s queue now (aborting, or the stage is dead).
+        Never a broker's queue: its coordinating process drains a dead stage as it watches it."""
+        return not self.remote.on and (self.stop.aborting or stage in self.crew.dead)
 
     def drained(self, stage: Stage, message: Message) -> None:
         """The coordinator emptied the queue of a dead or aborted stage; ``message`` was in it."""
         if isinstance(message, FileRecord) and not self.stop.aborting:
-            self.ledger.settle(message, Outcome.CANCELLED, f"{stage.value} stage dead")
+            self._adopt(message)
+            self.ledger.settle(message, Outcome.CANCELLED, f"{stage.value} stage dead" if stage in self.crew.dead
+                               else None)
 
     def on_signal(self, name: str) -> None:
         """A SIGINT/SIGTERM arrived (the variant's handler calls this)."""
@@ -469,6 +550,10 @@ class Context:
         ``wake`` when a batch may be due), or None when there is nothing for it to do."""
         return self.journal.attach(wake)
 
+    def _broker_failed(self, why: str) -> None:
+        """A row could not be committed to the broker: it is gone."""
+        self.broker_gone(ConnectionError(why))
+
     def _state_failed(self, why: str) -> None:
         """A batch could not be committed: stop like a drain (no new files; started ones finish),
         record nothing more, and say so.  The report says ``stopped_by: state``; exit code 70."""
@@ -493,13 +578,19 @@ class Context:
                 self.notices.notice(f"⏹  {name} did not exit after the abort{what}: given up")
         if self._reading:  # the dispatcher, given up, is still blocked in a read
             self._unread("the Dispatcher was still reading when it was given up")
-        self.ledger.settle_remaining()
+        if self.remote.settles_rest:  # a worker process gave back what it held, for a sibling
+            self.ledger.settle_remaining()
         self.journal.close()  # commits the last rows: every worker and the event loop are gone
         if self.progress is not None:
             self.progress.close(self.snapshot())
         self.timeline.finish()
         stopped_by = self.stop.stopped_by or ("crash" if self.crew.dead else None)
-        report = self.ledger.report(self.variant, self.timeline, stopped_by)
+        if self.remote.coordinates:  # every process's rows, from the broker
+            report = self.remote.report(self.ledger, self.variant, self.timeline, stopped_by, self.config.files,
+                                        self.config.details, self._dead_reason(Stage.DISPATCH))
+        else:
+            report = self.ledger.report(self.variant, self.timeline, stopped_by)
+        self.remote.close()
         if self.io is not None:
             report.timing["io"] = self.io.timing(report.processed, self.timeline.start)
         if self.crew.crashes:
@@ -508,6 +599,11 @@ class Context:
         return report
 
     # Helpers -------------------------------------------------------------------------------
+    def _adopt(self, record: FileRecord) -> None:
+        """A record from a broker's queue (``--broker``) is in this process's ledger from now on."""
+        if self.remote.on:
+            self.ledger.admit(record)
+
     def _hold(self, me: WorkerClock, record: FileRecord) -> None:
         me.begin(record)
         self.ledger.hold(me.name, record)

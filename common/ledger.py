@@ -177,6 +177,11 @@ class Ledger:
             self._terminal(record, outcome)
             return True
 
+    def pass_on(self, record: FileRecord) -> None:
+        """``record`` leaves this process for another (``--broker``), which settles it."""
+        with self._lock:
+            self._in_flight.pop(record.id, None)
+
     def settle_remaining(self) -> None:
         """At the end of any run: whatever is still in flight was never finished.
 

@@ -77,7 +77,9 @@ def run_command(prog: str, argv: list[str]) -> int:
         return _usage_error(prog, f"unknown variant {name!r}{suggestion(name, VARIANTS)}; {choose}")
     from pillpipe.services.embedded import serving  # --io real: the embedded services, started for the run
 
-    entry(variants(name)[name], f"{prog} {name}", argv[1:], services=serving)
+    from pillpipe.processes import across
+
+    entry(variants(name)[name], f"{prog} {name}", argv[1:], services=across(name, serving))
 
 
 # ``pillpipe compare`` and ``pillpipe bench`` (the bench extra) ---------------------------------
@@ -92,6 +94,19 @@ def status_command(prog: str, argv: list[str]) -> int:
     from pillpipe.status import main
 
     return main(argv)
+
+
+# ``pillpipe worker`` and ``pillpipe dispatch`` (the redis extra): a run across processes ----------
+def worker_command(prog: str, argv: list[str]) -> int:
+    from pillpipe.processes import worker_command as worker
+
+    return worker(prog, argv)
+
+
+def dispatch_command(prog: str, argv: list[str]) -> int:
+    from pillpipe.processes import dispatch_command as dispatch
+
+    return dispatch(prog, argv)
 
 
 # ``pillpipe serve`` (the real extra) ----------------------------------------------------------
@@ -109,6 +124,11 @@ COMMANDS: dict[str, Command] = {
                      benchmarks_command, extra="bench"),
     "serve": Command("[--objects N] [--tls]", "our S3 subset and metadata API, standalone on 127.0.0.1, "
                      "until Ctrl-C", serve_command, extra="real"),
+    "worker": Command("--broker URL --run ID --stage STAGE [--model M] [--workers N]",
+                      "N workers of one stage of a run on a broker, in this process (docs/redis.md)",
+                      worker_command, extra="redis"),
+    "dispatch": Command("--broker URL --run ID [flags]", "dispatch and coordinate a run on a broker whose "
+                        "workers are pillpipe worker processes; prints its report", dispatch_command, extra="redis"),
     "status": Command("PATH [--json]", "counts per state of a run's state file (--state), even while it runs",
                       status_command),
 }

@@ -207,7 +207,8 @@ def test_a_failed_scenario_fails_the_run(tmp_path):
     assert "## latency: FAILED" in (out / "summary.md").read_text()
 
 
-@pytest.mark.parametrize("name", [".", "overhead-rerun", "strategies", "overhead-queues", "batch", "peers", "real"])
+@pytest.mark.parametrize("name", [".", "overhead-rerun", "strategies", "overhead-queues", "batch", "peers", "real",
+                                  "redis"])
 def test_committed_results_stay_readable(tmp_path, name):
     """The results committed in benchmarks/results/ render with today's code (summary and plots)."""
     shutil.copy(RESULTS / name / "results.json", tmp_path / "results.json")

@@ -196,7 +196,7 @@ def test_the_benchmark_commands_usage_names_them(command):
 
 
 # One rule for flags that do not apply -------------------------------------------------------
-NON_DEFAULT = {"shutdown": "relay", "loop": "uvloop", "backend": "trio", "io": "real"}
+NON_DEFAULT = {"shutdown": "relay", "loop": "uvloop", "backend": "trio", "io": "real", "broker": "redis://127.0.0.1:1/0"}
 MISAPPLIED = [(name, flag) for name in VARIANTS for flag in MODEL_FLAGS if name not in MODEL_FLAGS[flag]]
 
 

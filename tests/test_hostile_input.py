@@ -388,6 +388,7 @@ HELP_RANGES = {  # how --help states each range in LIMITS
     "time_scale": ("--time-scale 0..100", 0, 100), "retry_backoff": ("--retry-backoff 0..3600 s", 0, 3600),
     "fail_rate": ("--fail-rate 0..1", 0, 1), "stage_timeout": ("--stage-timeout/--shutdown-grace", 0, 86400),
     "shutdown_grace": ("--shutdown-grace above 0, at most 86400 s", 0, 86400),
+    "processes": ("--processes 0..64", 0, 64), "broker_wait": ("--broker-wait above 0, at most 86400 s", 0, 86400),
 }
 
 

@@ -18,18 +18,18 @@ import queue
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import redis
 from redis.retry import Retry
 from redis.backoff import EqualJitterBackoff
 
 from pillpipe.common.broker import (
-    MARGIN, PILL_BYTES, RETRIES, SCRIPTS, STAGES, TTL, Backlog, BrokerError, Keys, LeaseLost, block_for, check_url,
+    BLOCK, MARGIN, PILL_BYTES, RETRIES, SCRIPTS, STAGES, TTL, Backlog, BrokerError, Keys, LeaseLost, block_for, check_url,
     commit_args, counts_of, decode, encode, full_backoff, heartbeat_every, lease_lost, row_of, shown,
     socket_timeout, sorted_rows, worker_id)
 from pillpipe.common.config import UsageError
-from pillpipe.common.model import Message, Stage
+from pillpipe.common.model import PILL, Message, Stage
 
 Full, Empty = queue.Full, queue.Empty  # what queue.Queue raises: the same surface
 
@@ -116,6 +116,19 @@ class Broker:
             workers, records = self.call("reclaim", self._stage_keys(stage), self._stage_args(stage))
             dead, requeued = dead + workers, requeued + records
         return dead, requeued
+
+    def sweep(self, stage: Stage) -> int:
+        """Give back what sits in the processing list of a worker that is not registered (an orphan:
+        the known hole of a lease reclaimed during a blocking take); returns how many records."""
+        prefix = self.keys.processing(stage)
+        with _errors(self.url):
+            keys = list(self.client.scan_iter(match=prefix + '*', count=1000))
+        swept = 0
+        for key in keys:
+            worker = (key.decode() if isinstance(key, bytes) else key)[len(prefix):]
+            swept += int(self.call("sweep", [self.keys.workers(stage), key, self.keys.queue(stage)],
+                                           [worker, PILL_BYTES]))
+        return swept
 
     def clear(self) -> int:
         """Delete every key of the run; returns how many there were."""
@@ -273,6 +286,103 @@ class RedisLedger:
         """Settled files per outcome, and ``processed`` (those that reached the verifier)."""
         with _errors(self.broker.url):
             return counts_of(self.broker.client.hgetall(self.broker.keys.counts))
+
+
+class Lane:
+    """A stage's queue as one process's pipeline sees it (``--broker``): every producer puts
+    through one put side; each consumer takes through its own registered view, made on its first
+    ``get`` - so the pipeline hands its workers one queue, as in one process."""
+
+    def __init__(self, broker: Broker, stage: Stage, maxsize: int = 0,
+                 stopping: Callable[[], bool] = lambda: False) -> None:
+        self.broker, self.stage, self.maxsize, self.stopping = broker, stage, maxsize, stopping
+        self.outbox = broker.queue(stage, maxsize)
+        self.views: dict[str, BrokerQueue] = {}  # worker name -> its own view (each worker touches only its own)
+        self.depth = 0  # items queued at the coordinator's last look (the progress view's depth)
+
+    def put(self, item: Message, block: bool = True, timeout: float | None = None) -> None:
+        self.outbox.put(item, block, timeout)
+
+    def put_nowait(self, item: Message) -> None:
+        """A put that cannot wait, or reach the broker, raises Full (an abort's pills are a courtesy)."""
+        try:
+            self.outbox.put(item, block=False)
+        except BrokerError:
+            raise Full from None
+
+    def get(self, name: str) -> Message:
+        """Worker ``name``'s next message.  What it took before is acked first: by now it has been
+        passed on, or settled (its row is on the broker).  Once the run stops here, or once the
+        queue is found empty after its stream has ended (a worker that joined late), the pill."""
+        view = self.views.get(name)
+        if view is None:
+            view = self.views[name] = self.broker.consumer(self.stage, name, self.maxsize)
+        if view.held is not None:
+            view.task_done()
+        if self.stopping():
+            return PILL
+        while True:
+            try:
+                return view.get(timeout=BLOCK)
+            except Empty:
+                if self.stopping() or self.ended():
+                    return PILL
+
+    def leave(self, name: str, ack: bool = True) -> None:
+        """Worker ``name`` leaves: what it holds is acked (``ack``: it was passed on or settled) or
+        given back to the queue for a sibling; a pill in its hands is dropped; its lease ends."""
+        view = self.views.pop(name, None)
+        if view is None:
+            return
+        if ack and view.held is not None:
+            view.task_done()
+        view.leave()
+
+    def abandon(self, name: str) -> None:
+        """Worker ``name`` died: it leaves as far as the broker still answers."""
+        try:
+            self.leave(name)
+        except BrokerError:
+            pass
+
+    def ended(self) -> bool:
+        """Whether the coordinator has ended this stage's stream (``end``)."""
+        with _errors(self.broker.url):
+            return bool(self.broker.client.exists(self.broker.keys.ended(self.stage)))
+
+    def end(self) -> None:
+        with _errors(self.broker.url):
+            self.broker.client.set(self.broker.keys.ended(self.stage), b"1")
+
+    def backlog(self) -> Backlog:
+        """The stage on the broker now, after giving back what expired consumers held."""
+        self.broker.reclaim([self.stage])  # a dead worker's file counts as queued, not as held
+        backlog = self.broker.backlog(self.stage)
+        self.depth = backlog.queued - backlog.pills
+        return backlog
+
+    def end_stream(self) -> int:
+        return self.broker.end_stream(self.stage)
+
+    def sweep(self) -> int:
+        return self.broker.sweep(self.stage)
+
+    def drain(self) -> list[Message]:
+        """Take every queued message, with no lease (the coordinator empties a dead stage's queue)."""
+        with _errors(self.broker.url):
+            raws = self.broker.client.rpop(self.outbox.key, 1000) or []
+        return [decode(bytes(raw), self.outbox.key) for raw in raws]  # type: ignore[arg-type]
+
+    def qsize(self) -> int:
+        return self.depth
+
+    def close(self) -> None:
+        """This process is done with the stage: what its workers still hold goes back, their leases end."""
+        for name in list(self.views):
+            try:
+                self.leave(name, ack=False)
+            except BrokerError:
+                pass
 
 
 # The client's errors, as one line ---------------------------------------------------------

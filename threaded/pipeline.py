@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import queue
 import threading
-from contextlib import AbstractContextManager, closing, nullcontext
+from contextlib import AbstractContextManager, closing, contextmanager, nullcontext
 from functools import partial
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeAlias
 
+from pillpipe.common.broker import BrokerError
 from pillpipe.common.config import Config
 from pillpipe.common.context import POLL, Args, Context, worker_name
 from pillpipe.common.handoff import Hands, share
@@ -20,6 +21,9 @@ from pillpipe.common.model import PILL, FileRecord, Message, Stage
 from pillpipe.common.report import Report
 from pillpipe.common.stages import HANG, Steps, api_upload, s3_copy
 from pillpipe.common.timing import WorkerClock
+
+if TYPE_CHECKING:  # the broker's queues (--broker) import redis-py: only a run on a broker does
+    from pillpipe.threaded.broker import Lane
 
 VARIANT = "threaded"
 HANDLES_SIGNALS = True  # installs its own SIGINT/SIGTERM handlers for the whole run
@@ -91,7 +95,11 @@ class Queue(queue.Queue[Message]):
             raise queue.ShutDown  # type: ignore[attr-defined,unused-ignore]  # 3.13+
 
 
-def dispatcher(ctx: Context, s3_queue: Queue) -> None:
+if TYPE_CHECKING:
+    Channel: TypeAlias = "Queue | Lane"  # what runs between two stages: a queue here, or a broker's (--broker)
+
+
+def dispatcher(ctx: Context, s3_queue: Channel) -> None:
     """Producer: admit each file and put it on the S3 queue (an abort cancels what is left)."""
     me = ctx.worker(Stage.DISPATCH)
     with closing(ctx.admitted()) as admitted:
@@ -100,7 +108,7 @@ def dispatcher(ctx: Context, s3_queue: Queue) -> None:
     _check_out(ctx, me, None, s3_queue)
 
 
-def s3_uploader(index: int, ctx: Context, s3_queue: Queue, api_queue: Queue) -> None:
+def s3_uploader(index: int, ctx: Context, s3_queue: Channel, api_queue: Channel) -> None:
     """Consumer/producer: copy each file, pass it on; return on the pill."""
     me = ctx.worker(Stage.S3, index)
     while True:
@@ -112,7 +120,7 @@ def s3_uploader(index: int, ctx: Context, s3_queue: Queue, api_queue: Queue) -> 
             _put(ctx, me, api_queue, ctx.release(me, record))
 
 
-def api_uploader(index: int, ctx: Context, api_queue: Queue, verify_queue: Queue) -> None:
+def api_uploader(index: int, ctx: Context, api_queue: Channel, verify_queue: Channel) -> None:
     """Consumer/producer: upload each file's metadata, pass it on; return on the pill."""
     me = ctx.worker(Stage.API, index)
     while True:
@@ -124,7 +132,7 @@ def api_uploader(index: int, ctx: Context, api_queue: Queue, verify_queue: Queue
             _put(ctx, me, verify_queue, ctx.release(me, record))
 
 
-def verifier(ctx: Context, verify_queue: Queue) -> None:
+def verifier(ctx: Context, verify_queue: Channel) -> None:
     """Consumer: the single aggregator; records every verdict in the ledger."""
     me = ctx.worker(Stage.VERIFY)
     while True:
@@ -134,7 +142,7 @@ def verifier(ctx: Context, verify_queue: Queue) -> None:
         _wait_through(ctx, ctx.verify(me, record))
 
 
-def coordinator(ctx: Context, queues: list[Queue], stages: list[list[Worker]]) -> None:
+def coordinator(ctx: Context, queues: list[Channel], stages: list[list[Worker]]) -> None:
     """The tutorial's shutdown, stage by stage: wait for every producer of a queue, then end its
     stream - one pill per consumer unless ``--shutdown`` says otherwise (common/shutdown.py)."""
     s3_queue, api_queue, verify_queue = queues
@@ -150,18 +158,15 @@ def coordinator(ctx: Context, queues: list[Queue], stages: list[list[Worker]]) -
 
 
 def pipeline(ctx: Context) -> None:
-    """Start every worker (same names as the asyncio tasks), then coordinate until all exit."""
-    size = ctx.config.queue_size
-    s3_queue, api_queue, verify_queue = queues = [Queue(size), Queue(size), Queue(size)]
+    """Start every worker this process runs (same names as the asyncio tasks), then coordinate until all exit."""
     with _signals(ctx):
-        with _clients(ctx):
+        with _clients(ctx), _queues(ctx) as queues:
+            s3_queue, api_queue, verify_queue = queues
             stages = [
-                [_start(ctx, Stage.DISPATCH, 1, dispatcher, ctx, s3_queue)],
-                [_start(ctx, Stage.S3, i, s3_uploader, i, ctx, s3_queue, api_queue)
-                 for i in range(1, ctx.config.s3_workers + 1)],
-                [_start(ctx, Stage.API, i, api_uploader, i, ctx, api_queue, verify_queue)
-                 for i in range(1, ctx.config.api_workers + 1)],
-                [_start(ctx, Stage.VERIFY, 1, verifier, ctx, verify_queue)],
+                [_start(ctx, Stage.DISPATCH, i, dispatcher, ctx, s3_queue) for i in ctx.here(Stage.DISPATCH)],
+                [_start(ctx, Stage.S3, i, s3_uploader, i, ctx, s3_queue, api_queue) for i in ctx.here(Stage.S3)],
+                [_start(ctx, Stage.API, i, api_uploader, i, ctx, api_queue, verify_queue) for i in ctx.here(Stage.API)],
+                [_start(ctx, Stage.VERIFY, i, verifier, ctx, verify_queue) for i in ctx.here(Stage.VERIFY)],
             ]
             coordinator(ctx, queues, stages)
 
@@ -195,8 +200,17 @@ def _guarded(ctx: Context, stage: Stage, name: str, target: Callable[[*Args], No
         pass
     except BaseException as exc:  # noqa: BLE001 - reported through the ledger and WorkerCrashes
         ctx.worker_died(stage, name, exc)
+        _abandon(name, args)
         return _give_back(ctx.in_hand(name))
     ctx.exited(name)
+
+
+def _abandon(name: str, args: tuple[Any, ...]) -> None:
+    """A worker died on the broker's queues (``--broker``): what it took is acked - settled, or
+    passed on - and it leaves, so its lease ends now, not when it runs out."""
+    for arg in args:
+        if hasattr(arg, "abandon"):  # a broker's queue (the Lane)
+            arg.abandon(name)
 
 
 def _give_back(hands: Hands | None) -> None:
@@ -211,8 +225,12 @@ def _give_back(hands: Hands | None) -> None:
         hands.target.put_many(unsent)
 
 
-def _get(ctx: Context, me: WorkerClock, queue_: Queue) -> Message:
-    """The next message; a queue that was shut down (``--shutdown queue-shutdown``) reads as the pill."""
+def _get(ctx: Context, me: WorkerClock, queue_: Channel) -> Message:
+    """The next message; a queue that was shut down (``--shutdown queue-shutdown``) reads as the pill.
+    A broker's queue (``--broker``) acks what the worker took before, then takes the next."""
+    if not isinstance(queue_, Queue):
+        ctx.idle(me)
+        return queue_.get(me.name)
     if ctx.idle(me):
         queue_.task_done()
     try:
@@ -235,10 +253,13 @@ def _take(ctx: Context, me: WorkerClock, queue_: Queue) -> Message:
     return hands.took(queue_, batch)
 
 
-def _put(ctx: Context, me: WorkerClock, queue_: Queue, record: FileRecord) -> None:
+def _put(ctx: Context, me: WorkerClock, queue_: Channel, record: FileRecord) -> None:
     """Put; a full queue never blocks forever: the coordinator empties the queue of a dead stage,
     and every queue on an abort.  Under ``--batch N``: into the worker's outbox, handed on when
-    full or when a consumer waits on the empty queue."""
+    full or when a consumer waits on the empty queue.  On a broker's queue the record leaves this
+    process's hands."""
+    if not isinstance(queue_, Queue):
+        return queue_.put(ctx.handed_on(record))
     hands = me.hands
     if hands is None:
         return queue_.put(record)
@@ -276,12 +297,14 @@ def _clients(ctx: Context) -> AbstractContextManager[Any]:
     return ctx.calling_with(open_clients(**options))
 
 
-def _check_out(ctx: Context, me: WorkerClock, inbox: Queue | None, outbox: Queue | None) -> None:
+def _check_out(ctx: Context, me: WorkerClock, inbox: Channel | None, outbox: Channel | None) -> None:
     """A worker leaves: put its pill back for a sibling (relay), or - the last one out under
     last-out - put the next stage's pills itself."""
     if me.hands is not None:
         _flush(me.hands)
     relay, pills = ctx.check_out(me)
+    if inbox is not None and not isinstance(inbox, Queue):  # a broker's: it leaves (its pill is dropped)
+        return inbox.leave(me.name)
     if relay and inbox is not None:
         inbox.put(PILL)
     if outbox is not None:
@@ -289,9 +312,11 @@ def _check_out(ctx: Context, me: WorkerClock, inbox: Queue | None, outbox: Queue
             outbox.put(PILL)
 
 
-def _end_stream(ctx: Context, queue_: Queue, stage: Stage, consumers: list[Worker], tend: Callable[[], bool]) -> None:
+def _end_stream(ctx: Context, queue_: Channel, stage: Stage, consumers: list[Worker], tend: Callable[[], bool]) -> None:
     """End ``stage``'s input stream the run's way; tend while a full queue makes it wait, so a
     consumer that dies meanwhile never leaves a pill that nobody takes."""
+    if not isinstance(queue_, Queue):
+        return _end_remote(ctx, queue_, stage, consumers, tend)
     if ctx.end_stream(stage) == "queue-shutdown":
         return queue_.shutdown()  # type: ignore[attr-defined,no-any-return,unused-ignore]  # 3.13+ (Config checks)
     pills, sent = ctx.pills_for(stage, _live(consumers)), 0
@@ -301,6 +326,28 @@ def _end_stream(ctx: Context, queue_: Queue, stage: Stage, consumers: list[Worke
             sent += 1
         except queue.Full:
             tend()
+
+
+def _end_remote(ctx: Context, lane: Lane, stage: Stage, consumers: list[Worker], tend: Callable[[], bool]) -> None:
+    """End ``stage``'s stream on the broker - the coordinating process only: once no file is queued
+    or held (a killed worker's is reclaimed first, an orphaned processing list swept back), one
+    pill per live consumer wherever it runs, again while consumers remain (a late joiner gets its
+    pill, a dead one none), until none is left; then the stream is marked ended (a worker that
+    joins later leaves at once)."""
+    if not ctx.coordinates:
+        return
+    ctx.end_stream(stage)
+    try:
+        while not ctx.aborting:
+            backlog = lane.backlog()
+            if backlog.files == 0 and not lane.sweep():
+                if backlog.live == 0 and _live(consumers) == 0:
+                    return lane.end()
+                lane.end_stream()
+            if tend() or ctx.wakeup.wait(POLL):
+                return
+    except BrokerError as exc:
+        ctx.broker_gone(exc)
 
 
 def _live(workers: list[Worker]) -> int:
@@ -317,7 +364,7 @@ def _join(workers: list[Worker], tend: Callable[[], bool]) -> None:
     tend()
 
 
-def _tend(ctx: Context, queues: list[Queue], stages: list[list[Worker]]) -> bool:
+def _tend(ctx: Context, queues: list[Channel], stages: list[list[Worker]]) -> bool:
     """Look at the grace period; empty the queue of a dead stage; on an abort, pill the idle.
     True once the abort has waited long enough for workers that do not exit."""
     overdue = ctx.tend(partial(_depths, queues))
@@ -333,7 +380,9 @@ def _tend(ctx: Context, queues: list[Queue], stages: list[list[Worker]]) -> bool
     return overdue
 
 
-def _drain(ctx: Context, queue_: Queue, stage: Stage) -> None:
+def _drain(ctx: Context, queue_: Channel, stage: Stage) -> None:
+    if not isinstance(queue_, Queue):  # a broker's: its coordinating process drains it (_watch)
+        return
     while True:
         try:
             ctx.drained(stage, queue_.get_nowait())
@@ -341,9 +390,59 @@ def _drain(ctx: Context, queue_: Queue, stage: Stage) -> None:
             return
 
 
-def _depths(queues: list[Queue]) -> list[int]:
+def _depths(queues: list[Channel]) -> list[int]:
     """How many messages wait in each queue, in stage order (the drain's line, the progress view)."""
     return [queue_.qsize() for queue_ in queues]
+
+
+def _queues(ctx: Context) -> AbstractContextManager[list[Channel]]:
+    """The queues between stages: this process's own, or (``--broker``) the broker's."""
+    if ctx.broker is None:
+        size = ctx.config.queue_size
+        return nullcontext([Queue(size), Queue(size), Queue(size)])
+    return _on_broker(ctx, ctx.broker)
+
+
+@contextmanager
+def _on_broker(ctx: Context, url: str) -> Iterator[list[Channel]]:
+    """The broker's queues, a heartbeat thread that keeps this process's leases (and reclaims the
+    dead's), and in the coordinating process a thread that watches every stage (``_watch``)."""
+    from pillpipe.threaded.broker import Heartbeat, Lane, connect
+
+    broker = connect(url, ctx.run_id)
+    lanes = [Lane(broker, stage, ctx.config.queue_size, lambda: ctx.leaving) for stage in list(Stage)[1:]]
+    done = threading.Event()
+    watch = Worker(target=_watch, args=(ctx, lanes, done), name="Broker-Watch", daemon=True)
+    try:
+        with Heartbeat(broker):
+            if ctx.coordinates:
+                watch.start()
+            try:
+                channels: list[Channel] = list(lanes)
+                yield channels
+            finally:
+                done.set()
+                if watch.ident is not None:
+                    watch.join()
+                for lane in lanes:
+                    lane.close()
+                ctx.ended()
+    finally:
+        broker.close()
+
+
+def _watch(ctx: Context, lanes: list[Lane], done: threading.Event) -> None:
+    """Every stage on the broker, looked at while the run goes on: a stage that holds files with no
+    live consumer for --broker-wait seconds is dead, and what it holds is cancelled (as a dead
+    stage's queue is drained in one process); the broker gone aborts the run."""
+    while not done.wait(ctx.watch_every):
+        try:
+            for lane in lanes:
+                if ctx.observed(lane.stage, lane.backlog()):
+                    for message in lane.drain():
+                        ctx.drained(lane.stage, message)
+        except BrokerError as exc:
+            return ctx.broker_gone(exc)
 
 
 def _signals(ctx: Context) -> AbstractContextManager[None]:

@@ -22,6 +22,7 @@ REGISTRY = (
     "peers",
     "real",
     "durable",
+    "redis",
 )
 
 

@@ -1,0 +1,421 @@
+"""The pipeline across processes on Redis (``--broker``): a real redis-server on a free loopback port
+per module, real ``pillpipe worker`` / ``pillpipe dispatch`` processes.
+
+Every run has its own run id on the module's server (or a server of its own when a test kills it).
+Without redis-server (or redis-py) these tests skip, saying how to install it - except under CI=true,
+where they fail (``tests/test_broker.py``'s rule).
+"""
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from pillpipe import anyio_version, asyncio_version, threaded
+from pillpipe.common.config import Config
+from pillpipe.common.context import WorkerCrashes
+from pillpipe.services.process import free_port
+from pillpipe.services.redis import RedisServer
+
+from .conftest import ROOT, cli, fast, run_sequential
+from .test_broker import need_redis
+
+RUNS = {"threaded": threaded.run, "asyncio": asyncio_version.run, "anyio": anyio_version.run}
+
+
+@pytest.fixture(scope="module")
+def server():
+    need_redis()
+    with RedisServer() as redis_server:
+        yield redis_server
+
+
+def new_run() -> str:
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+def report_of(done) -> dict:
+    """The JSON report a command printed, minus what may differ between runs of one workload."""
+    report = json.loads(done.stdout)
+    report.pop("variant"), report.pop("timing")
+    return report
+
+
+def reference(**flags) -> dict:
+    """The in-process report of the same flags (the sequential reference's: every model equals it)."""
+    try:
+        return run_sequential(fast(**flags)).comparable()
+    except WorkerCrashes as crashes:  # a worker died (an injected fault): the report comes with it
+        assert crashes.report is not None
+        return crashes.report.comparable()
+
+
+WORKLOAD = dict(files=60, fail_rate=0.2, retries=1, seed=7, details=True)
+
+
+# One process on the broker's queues -----------------------------------------------------------
+@pytest.mark.parametrize("variant", list(RUNS))
+@pytest.mark.parametrize("queue_size", [0, 3])
+def test_a_run_on_the_broker_s_queues_reports_what_an_in_process_run_does(server, variant, queue_size):
+    config = fast(**WORKLOAD, queue_size=queue_size, broker=server.url, run_id=new_run())
+    report = RUNS[variant](config)
+    assert report.comparable() == reference(**WORKLOAD, queue_size=queue_size)
+    assert report.expected == report.terminal_total == 60 and report.processed == 60
+    assert 0 < report.failed < 60
+
+
+@pytest.mark.parametrize("variant", list(RUNS))
+def test_a_run_with_real_waits_on_the_broker_interleaves_and_still_agrees(server, variant):
+    flags = dict(files=30, time_scale=0.002, fail_rate=0.2, retries=1, seed=11, s3_workers=4, api_workers=3)
+    report = RUNS[variant](fast(**flags, broker=server.url))
+    assert report.comparable() == reference(**flags)
+
+
+# Bad input and a broker that is not there -----------------------------------------------------
+@pytest.mark.parametrize("url", ["http://127.0.0.1:6379", "redis://", "redis://h:99999", "redis://h:1/x"])
+def test_a_bad_broker_url_is_one_line_and_exit_2(url):
+    done = cli("pillpipe", "run", "asyncio", "--broker", url, "--files", "1", "--time-scale", "0")
+    assert done.returncode == 2 and done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pillpipe run asyncio: error: --broker "), lines
+
+
+@pytest.mark.parametrize("flags", [["--shutdown", "relay"], ["--state", "s.db"], ["--batch", "4"],
+                                   ["--processes", "2", "--broker", ""]])
+def test_what_a_run_across_processes_does_not_do_is_refused_in_one_line(flags):
+    argv = ["--broker", "redis://127.0.0.1:1/0", *flags] if "--broker" not in flags else flags
+    done = cli("pillpipe", "run", "threaded", *argv, "--files", "1", "--time-scale", "0")
+    assert done.returncode == 2 and done.stdout == ""
+    assert len(done.stderr.splitlines()) == 1 and "error: --" in done.stderr, done.stderr
+
+
+def test_the_sequential_reference_and_anyio_on_trio_refuse_a_broker_in_one_line():
+    done = cli("pillpipe", "run", "sequential", "--broker", "redis://127.0.0.1:1/0", "--files", "1")
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1
+    assert "--broker redis://127.0.0.1:1/0 applies to the threaded and asyncio and anyio variants only" in done.stderr
+    done = cli("pillpipe", "run", "anyio", "--broker", "redis://127.0.0.1:1/0", "--backend", "trio", "--files", "1")
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1
+    assert "--broker does not go with --backend trio: redis.asyncio runs on asyncio only" in done.stderr
+
+
+@pytest.mark.parametrize("variant", list(RUNS))
+def test_a_broker_that_is_down_at_the_start_is_one_line_and_exit_69_fast(variant):
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    done = cli("pillpipe", "run", variant, "--broker", url, "--files", "5", "--time-scale", "0", timeout=30)
+    assert done.returncode == 69 and done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and f"broker {url} unreachable" in lines[0], lines
+
+
+def test_a_run_id_already_on_the_broker_is_refused(server):
+    run = new_run()
+    RUNS["threaded"](fast(files=3, broker=server.url, run_id=run))
+    done = cli("pillpipe", "run", "threaded", "--broker", server.url, "--run", run, "--files", "3",
+               "--time-scale", "0")
+    assert done.returncode == 2 and f"--run {run}: a run of that name is already on the broker" in done.stderr
+
+
+def test_the_embedded_default_is_untouched_by_the_broker_flags():
+    assert Config().broker is None and Config().processes == 0 and Config().role == "all"
+
+
+# Across processes ------------------------------------------------------------------------------
+FLAGS = ["--files", "60", "--fail-rate", "0.2", "--retries", "1", "--seed", "7", "--details", "--time-scale", "0",
+         "--json", "--quiet"]
+
+
+def popen_worker(server, run: str, stage: str, model: str, workers: int = 1, *extra: str) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "pillpipe", "worker", "--broker", server.url, "--run", run, "--stage", stage,
+            "--model", model, "--workers", str(workers), "--quiet", *extra]
+    return subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finished(children: list[subprocess.Popen], timeout: float = 60) -> list[int | None]:
+    """Each child's exit code, waiting (bounded) for it; one still running is killed by PID."""
+    codes = []
+    for child in children:
+        try:
+            codes.append(child.wait(timeout))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+            codes.append(None)
+    return codes
+
+
+@pytest.mark.parametrize("variant", ["asyncio", "threaded", "anyio"])
+def test_run_with_worker_processes_prints_the_in_process_report(server, variant):
+    done = cli("pillpipe", "run", variant, "--broker", server.url, "--processes", "2", *FLAGS, timeout=120)
+    assert done.returncode == 1, done.stderr  # some files failed, by the seed
+    assert report_of(done) == reference(**WORKLOAD)
+    workers = json.loads(done.stdout)["timing"]["workers"]
+    assert list(workers) == ["Dispatcher"]  # every S3, API and verify worker ran in a child process
+
+
+def test_a_mixed_run_threads_and_coroutines_in_worker_processes_then_dispatch(server):
+    run = new_run()
+    children = [popen_worker(server, run, "s3", "threaded", 3), popen_worker(server, run, "s3", "asyncio", 2),
+                popen_worker(server, run, "api", "asyncio", 2), popen_worker(server, run, "api", "anyio", 2),
+                popen_worker(server, run, "verify", "threaded")]
+    try:
+        done = cli("pillpipe", "dispatch", "--broker", server.url, "--run", run, *FLAGS, timeout=120)
+    finally:
+        codes = finished(children)
+    assert done.returncode == 1, done.stderr
+    assert report_of(done) == reference(**WORKLOAD)
+    assert codes == [0, 0, 0, 0, 0], [child.stderr.read() for child in children]
+
+
+def test_a_worker_for_a_run_that_never_comes_says_so_within_its_wait(server):
+    done = cli("pillpipe", "worker", "--broker", server.url, "--run", new_run(), "--stage", "s3", "--wait", "0.5",
+               timeout=30)
+    assert done.returncode == 69 and len(done.stderr.splitlines()) == 1
+    assert "no run" in done.stderr and "pillpipe dispatch" in done.stderr
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--run", "r", "--stage", "s3"], "--broker"),
+    (["--broker", "redis://127.0.0.1:1/0", "--run", "r", "--stage", "sss"], "'sss' is not one of s3, api, verify"),
+    (["--broker", "http://x", "--run", "r", "--stage", "s3"], "not a Redis URL"),
+    (["--broker", "redis://127.0.0.1:1/0", "--run", "r r", "--stage", "s3"], "a run id is"),
+    (["--broker", "redis://127.0.0.1:1/0", "--run", "r", "--stage", "verify", "--workers", "2"], "one verifier"),
+])
+def test_a_worker_with_bad_flags_is_one_line_and_exit_2(argv, says):
+    done = cli("pillpipe", "worker", *argv)
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1 and says in done.stderr, done.stderr
+
+
+def test_dispatch_needs_a_broker_and_a_run_and_its_help_says_what_it_does():
+    done = cli("pillpipe", "dispatch", "--files", "1")
+    assert done.returncode == 2 and "needs --broker URL and --run ID" in done.stderr
+    helped = cli("pillpipe", "dispatch", "--help")
+    assert helped.returncode == 0 and "pillpipe worker" in helped.stdout and "--model" in helped.stdout
+    helped = cli("pillpipe", "worker", "--help")
+    assert helped.returncode == 0 and "--stage" in helped.stdout and "lease" in helped.stdout
+
+
+# Nothing lost: kill -9, late and early workers, a broker that goes away ----------------------------
+CHAOS = dict(files=150, fail_rate=0.2, retries=1, seed=5, details=True, time_scale=0.05, s3_workers=2, api_workers=3)
+
+
+def chaos_flags(**flags) -> list[str]:
+    argv = []
+    for name, value in flags.items():
+        flag = f"--{name.replace('_', '-')}"
+        argv += [flag] if value is True else [flag, *map(str, value)] if isinstance(value, tuple) else [flag, str(value)]
+    return [*argv, "--json", "--quiet"]
+
+
+def dispatch(server, run: str, *argv: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "pillpipe", "dispatch", "--broker", server.url, "--run", run,
+                             *argv], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def outcome(coordinator: subprocess.Popen, timeout: float = 120) -> tuple[int, dict, str]:
+    try:
+        out, err = coordinator.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        coordinator.kill()
+        out, err = coordinator.communicate()
+        pytest.fail(f"the coordinator did not finish in {timeout} s: {err[-2000:]}")
+    return coordinator.returncode, json.loads(out) if out.strip() else {}, err
+
+
+def each_file_once(report: dict, files: int) -> None:
+    ids = [f["id"] for f in report["files"]]
+    assert sorted(ids) == list(range(1, files + 1))  # every file in exactly one terminal state
+    assert report["expected"] == files == sum(report[k] for k in ("success", "failed", "cancelled", "aborted"))
+
+
+@pytest.mark.timeout(300)
+def test_kill_9_chaos_workers_killed_at_random_instants_lose_nothing(server):
+    """Seeded and bounded: worker processes of every stage are killed (SIGKILL, by PID) at random
+    instants while the run goes on and replaced by fresh ones of a random model; the run completes
+    with every file in exactly one terminal state and the in-process run's report (same digest)."""
+    rng = random.Random(1313)
+    run, models = new_run(), ("threaded", "asyncio", "anyio")
+    counts = {"s3": CHAOS["s3_workers"], "api": CHAOS["api_workers"], "verify": 1}
+    live = {stage: [popen_worker(server, run, stage, models[i % 2], counts[stage]) for i in range(2)]
+            for stage in counts}
+    every = [child for children in live.values() for child in children]
+    coordinator = dispatch(server, run, *chaos_flags(**CHAOS))
+    kills, deadline = 0, time.monotonic() + 60
+    try:
+        while coordinator.poll() is None and kills < 6 and time.monotonic() < deadline:
+            time.sleep(rng.uniform(0.2, 0.6))
+            stage = rng.choice(list(live))
+            victim = rng.choice(live[stage])
+            victim.kill()  # SIGKILL: no leave, no ack; its lease runs out and a sibling takes its file
+            victim.wait()
+            live[stage].remove(victim)
+            live[stage].append(popen_worker(server, run, stage, rng.choice(models), counts[stage]))
+            every.append(live[stage][-1])
+            kills += 1
+        code, report, err = outcome(coordinator)
+    finally:
+        codes = finished(every)
+    assert kills >= 3, "the run ended before the chaos did: slow it down"
+    expected = reference(**CHAOS)
+    assert code == (1 if expected["failed"] else 0), err
+    each_file_once(report, CHAOS["files"])
+    report.pop("variant"), report.pop("timing")
+    assert report == expected
+    assert codes.count(-9) == kills and all(c in (0, -9) for c in codes), codes
+
+
+@pytest.mark.timeout(180)
+def test_a_worker_that_joins_late_and_one_that_dies_early_strand_nothing(server):
+    run = new_run()
+    flags = dict(files=60, seed=9, details=True, time_scale=0.02)
+    early = popen_worker(server, run, "s3", "threaded", 2)
+    children = [early, popen_worker(server, run, "s3", "asyncio", 2), popen_worker(server, run, "verify", "asyncio")]
+    coordinator = dispatch(server, run, *chaos_flags(**flags))
+    try:
+        time.sleep(1.0)
+        early.kill()  # dies early, holding whatever it held: its sibling suffices
+        time.sleep(1.0)  # no API worker yet: the files wait on the broker
+        children.append(popen_worker(server, run, "api", "threaded", 3))  # joins late
+        code, report, err = outcome(coordinator)
+        after = popen_worker(server, run, "api", "asyncio", 2)  # joins after the run: leaves at once
+        children.append(after)
+    finally:
+        codes = finished(children)
+    assert code == 0, err
+    each_file_once(report, 60)
+    report.pop("variant"), report.pop("timing")
+    assert report == reference(**flags)
+    assert codes == [-9, 0, 0, 0, 0], codes
+
+
+@pytest.mark.timeout(180)
+def test_a_stage_whose_every_worker_died_is_dead_after_broker_wait_not_a_hang(server):
+    run = new_run()
+    only = popen_worker(server, run, "api", "asyncio", 1)
+    children = [only, popen_worker(server, run, "s3", "threaded", 2), popen_worker(server, run, "verify", "threaded")]
+    coordinator = dispatch(server, run, *chaos_flags(files=200, details=True, time_scale=0.02, broker_wait=2))
+    try:
+        time.sleep(1.5)
+        only.kill()  # the only API worker: nobody takes the API queue any more
+        code, report, err = outcome(coordinator, timeout=90)
+    finally:
+        codes = finished(children)
+    assert code == 70, err  # a stage died
+    each_file_once(report, 200)
+    assert report["stopped_by"] == "crash" and report["cancelled"] > 0
+    assert any("every api worker is gone" in e for e in report["errors"]), report["errors"]
+    assert codes[0] == -9 and codes[1:] == [0, 0], codes
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("variant", ["threaded", "asyncio"])
+def test_a_broker_killed_mid_run_is_exit_69_and_a_report_not_a_hang(variant):
+    need_redis()
+    with RedisServer() as broker:
+        argv = [sys.executable, "-m", "pillpipe", "run", variant, "--broker", broker.url, "--processes", "1",
+                "--files", "400", "--time-scale", "0.05", "--json", "--quiet"]
+        child = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(3.0)
+        broker.kill()  # SIGKILL: the broker vanishes mid-run
+        code, report, err = outcome(child, timeout=90)
+    assert code == 69, err
+    assert report["stopped_by"] == "broker"
+    assert any("unreachable" in e for e in report["errors"]), report["errors"]
+
+
+def test_an_orphaned_processing_list_is_swept_back_to_its_queue(server):
+    """The phase-1 hole: a worker whose lease was reclaimed while it was blocked in BLMOVE gets an
+    item into a processing list nobody renews; once it dies, the sweep gives the item back."""
+    from pillpipe.common.model import FileRecord, Stage
+    from pillpipe.threaded.broker import connect
+
+    broker = connect(server.url, new_run())
+    try:
+        broker.queue(Stage.S3).put(FileRecord(1, "a"))
+        inbox = broker.consumer(Stage.S3, "S3-Worker-1")
+        assert inbox.get(timeout=1).id == 1
+        broker.client.zrem(broker.keys.workers(Stage.S3), inbox.worker)  # its lease was reclaimed meanwhile
+        assert broker.backlog(Stage.S3).files == 0  # an orphan: invisible to the stream's end
+        assert broker.sweep(Stage.S3) == 1 and broker.sweep(Stage.S3) == 0
+        assert broker.backlog(Stage.S3).queued == 1
+    finally:
+        broker.clear()
+        broker.close()
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("variant", ["threaded", "asyncio"])
+def test_a_ctrl_c_drains_a_run_with_worker_processes_and_every_file_ends_once(server, variant):
+    """SIGINT reaches the coordinator only (the worker processes have sessions of their own): files
+    already started finish, the never-started are cancelled, the children leave on their pills."""
+    argv = [sys.executable, "-m", "pillpipe", "run", variant, "--broker", server.url, "--processes", "1",
+            *chaos_flags(files=300, details=True, time_scale=0.2)]
+    child = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3.0)
+    child.send_signal(signal.SIGINT)
+    code, report, err = outcome(child, timeout=120)
+    assert code == 130, err
+    each_file_once(report, 300)
+    assert report["stopped_by"] == "SIGINT" and report["cancelled"] > 0 and report["success"] > 0
+    assert report["aborted"] == 0  # a drain, not an abort
+
+
+def test_file_faults_and_the_errors_they_leave_agree_across_processes(server):
+    """A file's fault fires wherever the file is worked: a worker dying on file 5 in a child process
+    fails that file and leaves the same error line in the coordinator's report as in one process."""
+    faults = ("s3:id=5:die", "api:id=9:raise", "s3:id=12:slow=3")
+    argv = [arg for spec in faults for arg in ("--fault", spec)]
+    done = cli("pillpipe", "run", "threaded", "--broker", server.url, "--processes", "2", *argv, *FLAGS, timeout=120)
+    expected = reference(**WORKLOAD, faults=faults)
+    assert report_of(done) == expected and done.returncode == 1, done.stderr
+    assert expected["errors"] == ["an s3 worker died (injected) taking file 5"]
+
+
+@pytest.mark.timeout(180)
+def test_a_sigterm_to_one_worker_process_scales_it_down_and_loses_nothing(server):
+    """SIGTERM to a worker process: its workers take no more files, finish or give back what they
+    hold, and leave (exit 143); its siblings work the rest; the report is the in-process one."""
+    run = new_run()
+    flags = dict(files=60, seed=4, fail_rate=0.1, details=True, time_scale=0.2, api_latency=(0.1, 0.2))
+    leaving = popen_worker(server, run, "s3", "asyncio", 2)
+    children = [leaving, popen_worker(server, run, "s3", "threaded", 2), popen_worker(server, run, "api", "asyncio", 4),
+                popen_worker(server, run, "verify", "anyio")]
+    coordinator = dispatch(server, run, *chaos_flags(**flags))
+    try:
+        time.sleep(1.0)  # S3 copies of 40-100 ms: the stage has about 1.5 s of work in all
+        leaving.send_signal(signal.SIGTERM)
+        code, report, err = outcome(coordinator)
+    finally:
+        codes = finished(children)
+    expected = reference(**flags)
+    assert code == (1 if expected["failed"] else 0), err
+    each_file_once(report, 60)
+    report.pop("variant"), report.pop("timing")
+    assert report == expected
+    assert codes == [143, 0, 0, 0], codes
+
+
+def test_the_report_restores_every_row_and_says_when_a_dispatched_file_has_none(server):
+    """The coordinator's report is the broker's rows restored; a file dispatched in a run that did
+    not stop early but with no row on the broker is counted (cancelled) and named as lost."""
+    from pillpipe.common.ledger import Ledger
+    from pillpipe.common.model import FileRecord, Outcome
+    from pillpipe.common.remote import Remote
+    from pillpipe.common.store import file_row
+    from pillpipe.common.timing import Timeline
+
+    remote = Remote(fast(files=5, broker=server.url, run_id=new_run()))
+    assert remote.store is not None
+    rows = [file_row(FileRecord(i, f"file_{i + 99}.pdf", dest_key=f"k{i}"), Outcome.SUCCESS, verified=True)
+            for i in (1, 2, 4)]
+    assert remote.store.commit(rows) == 3 and remote.store.commit(rows[:1]) == 0  # first write wins
+    report = remote.report(Ledger(), "asyncio", Timeline(), None, 5, True, None)
+    remote.close()
+    assert (report.expected, report.success, report.processed, report.cancelled) == (5, 3, 3, 2)
+    assert report.errors == ["2 dispatched files have no outcome on the broker (lost): counted cancelled"]
+    assert [f["id"] for f in report.files] == [1, 2, 3, 4, 5]
