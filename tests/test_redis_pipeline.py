@@ -272,7 +272,8 @@ def test_kill_9_chaos_workers_killed_at_random_instants_lose_nothing(server):
 @pytest.mark.timeout(180)
 def test_a_worker_that_joins_late_and_one_that_dies_early_strand_nothing(server):
     run = new_run()
-    flags = dict(files=60, seed=9, details=True, time_scale=0.02)
+    # the S3 stage lasts seconds (60 files, 4 workers, 0.1-0.2 s each): early dies holding a file
+    flags = dict(files=60, seed=9, details=True, time_scale=1, s3_latency=(0.1, 0.2), api_latency=(0.01, 0.02))
     early = popen_worker(server, run, "s3", "threaded", 2)
     children = [early, popen_worker(server, run, "s3", "asyncio", 2), popen_worker(server, run, "verify", "asyncio")]
     coordinator = dispatch(server, run, *chaos_flags(**flags))
