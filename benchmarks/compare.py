@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pillpipe.common.config import Config, applicable, build_parser, config_from_args
+from pillpipe.common.model import Stage
 from pillpipe.common.report import IGNORED
 from pillpipe.common.simulate import Simulation, simulate
 from pillpipe.variants import CONCURRENT
@@ -113,7 +114,7 @@ def real_io_lines(t: Table, rows: dict[str, dict[str, Any]]) -> None:
     t.add_row("efficiency vs ideal, from clients ready", *[units.ratio(r.get("efficiency_ready")) for r in rows.values()],
               "")
     t.add_row("client CPU per file (ms)", *[units.us(io.get("cpu_per_file_ms")) for io in ios], "")
-    for stage in ("s3", "api", "verify"):
+    for stage in [s.value for s in Stage if s is not Stage.DISPATCH]:
         t.add_row(f"{stage} calls: p50 / p99 (ms)", *[
             f"{units.us(c.get('p50_ms'))} / {units.us(c.get('p99_ms'))}" if c.get("calls") else "-"
             for c in ((io.get("calls") or {}).get(stage) or {} for io in ios)], "")

@@ -15,13 +15,14 @@ from typing import Any
 
 from pillpipe.common.config import Config
 from pillpipe.common.simulate import simulate
+from pillpipe.variants import CONCURRENT
 
 from .. import units
 from ..harness import summ
 from ..metrics import metrics
 from ..scenario import Bench, Scenario, Target, table
 
-MODELS = ("threaded", "asyncio", "anyio")
+MODELS = CONCURRENT
 
 
 @dataclass(frozen=True, kw_only=True)

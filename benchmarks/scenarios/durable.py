@@ -31,12 +31,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from pillpipe.variants import CONCURRENT
+
 from .. import units
 from ..harness import MEASURED, ProbeFailed, _env, med, percentile, summ
 from ..scenario import Bench, Scenario, Target, table
 
 MIB = 1024
-MODELS = ("threaded", "asyncio", "anyio")
+MODELS = CONCURRENT
 # No state; the variant's writer; then the benchmark-only commits where a file settles (--inline-commit):
 # the writer's batches, or one durable transaction (an fsync) per file, as SQLite's defaults would do.
 MODES = ("none", "writer", "batched", "naive")
