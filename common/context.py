@@ -404,8 +404,7 @@ class Context:
             return True  # stopping: what no S3 worker has started is cancelled (as take() does in one process)
         if not self.remote.observe(stage, backlog):
             return False
-        if stage not in self.crew.dead:
-            self.crew.dead.add(stage)
+        if self.crew.declare_dead(stage):
             self.ledger.errors.append(f"every {stage.value} worker is gone: no live consumer for "
                                       f"{self.config.broker_wait:g} s with {backlog.files} files")
             self.notices.notice(f"💥 no live {stage.value} worker for {self.config.broker_wait:g} s: "

@@ -514,3 +514,15 @@ def test_an_aborted_run_on_the_broker_settles_what_it_dispatched_as_one_process_
     queued, rows = left_on_the_broker(server, run)
     assert queued == {}
     assert rows == list(range(1, len(rows) + 1))  # every file handed on has its row; only never-dispatched have none
+
+
+def test_a_stage_declared_dead_on_the_broker_is_said_once():
+    """The coordinator's watch declares a stage dead under the crew's lock, once (C5)."""
+    import threading
+
+    from pillpipe.common.crew import Crew
+    from pillpipe.common.model import Stage
+
+    crew = Crew({stage: 1 for stage in Stage}, threading.Lock())
+    assert crew.declare_dead(Stage.API) and not crew.declare_dead(Stage.API)
+    assert crew.dead == {Stage.API} and crew.dead_after(Stage.S3) is Stage.API
