@@ -353,27 +353,49 @@ async def _on_broker(ctx: Context, url: str) -> None:
     s3_lane, api_lane, verify_lane = lanes
     try:
         with _signals(ctx):
-            async with Heartbeat(broker), _clients(ctx), anyio.create_task_group() as tg:
-                done = anyio.Event()  # the watch ends by this flag: redis.asyncio may swallow a cancellation
-                if ctx.coordinates:
-                    tg.start_soon(_watch, ctx, lanes, done, name="Broker-Watch")
+            async with Heartbeat(broker):
                 try:
-                    stages = [
-                        [_start(tg, ctx, Stage.DISPATCH, i, dispatcher, ctx, s3_lane) for i in ctx.here(Stage.DISPATCH)],
-                        [_start(tg, ctx, Stage.S3, i, s3_uploader, i, ctx, s3_lane, api_lane) for i in ctx.here(Stage.S3)],
-                        [_start(tg, ctx, Stage.API, i, api_uploader, i, ctx, api_lane, verify_lane)
-                         for i in ctx.here(Stage.API)],
-                        [_start(tg, ctx, Stage.VERIFY, i, verifier, ctx, verify_lane) for i in ctx.here(Stage.VERIFY)],
-                    ]
-                    streams: list[Receive] = list(lanes)
-                    await coordinator(ctx, streams, stages)
-                finally:
-                    done.set()
-            for lane in lanes:
-                await lane.close()
-            ctx.ended()
+                    async with _clients(ctx), anyio.create_task_group() as tg:
+                        done = anyio.Event()  # the watch ends by this flag: redis.asyncio may swallow a cancellation
+                        if ctx.coordinates:
+                            tg.start_soon(_watch, ctx, lanes, done, name="Broker-Watch")
+                        try:
+                            stages = [
+                                [_start(tg, ctx, Stage.DISPATCH, i, dispatcher, ctx, s3_lane)
+                                 for i in ctx.here(Stage.DISPATCH)],
+                                [_start(tg, ctx, Stage.S3, i, s3_uploader, i, ctx, s3_lane, api_lane)
+                                 for i in ctx.here(Stage.S3)],
+                                [_start(tg, ctx, Stage.API, i, api_uploader, i, ctx, api_lane, verify_lane)
+                                 for i in ctx.here(Stage.API)],
+                                [_start(tg, ctx, Stage.VERIFY, i, verifier, ctx, verify_lane)
+                                 for i in ctx.here(Stage.VERIFY)],
+                            ]
+                            streams: list[Receive] = list(lanes)
+                            await coordinator(ctx, streams, stages)
+                        finally:
+                            done.set()
+                finally:  # on every exit path, as the other models do; a cancellation does not cut it short
+                    with anyio.CancelScope(shield=True):
+                        await _close_lanes(ctx, lanes)
     finally:
         await broker.close()
+
+
+async def _close_lanes(ctx: Context, lanes: list[Lane]) -> None:
+    """This process leaves the broker's queues: what its workers still hold goes back, their leases
+    end.  On an abort the coordinating process then takes back every queue's messages, once: its
+    ledger settles the records as one process settles what its queues hold (aborted, or cancelled
+    if never started).  Then every stream counts as ended."""
+    for lane in lanes:
+        await lane.close()
+    try:
+        for lane in lanes if ctx.takes_back else []:
+            while messages := await lane.drain():
+                for message in messages:
+                    ctx.drained(lane.stage, message)
+    except BrokerError as exc:
+        ctx.broker_gone(exc)
+    ctx.ended()
 
 
 async def _watch(ctx: Context, lanes: list[Lane], done: anyio.Event) -> None:

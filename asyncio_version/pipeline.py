@@ -392,11 +392,26 @@ async def _on_broker(ctx: Context, url: str) -> AsyncIterator[list[Channel]]:
                 done.set()
                 if watch is not None:
                     await watch
-                for lane in lanes:
-                    await lane.close()
-                ctx.ended()
+                await _close_lanes(ctx, lanes)
     finally:
         await broker.close()
+
+
+async def _close_lanes(ctx: Context, lanes: list[Lane]) -> None:
+    """This process leaves the broker's queues: what its workers still hold goes back, their leases
+    end.  On an abort the coordinating process then takes back every queue's messages, once: its
+    ledger settles the records as one process settles what its queues hold (aborted, or cancelled
+    if never started).  Then every stream counts as ended."""
+    for lane in lanes:
+        await lane.close()
+    try:
+        for lane in lanes if ctx.takes_back else []:
+            while messages := await lane.drain():
+                for message in messages:
+                    ctx.drained(lane.stage, message)
+    except BrokerError as exc:
+        ctx.broker_gone(exc)
+    ctx.ended()
 
 
 async def _watch(ctx: Context, lanes: list[Lane], done: asyncio.Event) -> None:

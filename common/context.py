@@ -298,6 +298,8 @@ class Context:
         """``record`` goes onto a broker's queue (``--broker``): from now on another process (or
         another worker of this one, which adopts it) holds it, and settles it."""
         self.ledger.pass_on(record)
+        if record.last_stage is Stage.DISPATCH:  # the dispatcher's: the highest id it handed on
+            self.remote.dispatched = max(self.remote.dispatched, record.id)
         return record
 
     def idle(self, me: WorkerClock) -> bool:
@@ -402,8 +404,7 @@ class Context:
             return True  # stopping: what no S3 worker has started is cancelled (as take() does in one process)
         if not self.remote.observe(stage, backlog):
             return False
-        if stage not in self.crew.dead:
-            self.crew.dead.add(stage)
+        if self.crew.declare_dead(stage):
             self.ledger.errors.append(f"every {stage.value} worker is gone: no live consumer for "
                                       f"{self.config.broker_wait:g} s with {backlog.files} files")
             self.notices.notice(f"💥 no live {stage.value} worker for {self.config.broker_wait:g} s: "
@@ -479,11 +480,22 @@ class Context:
         return not self.remote.on and (self.stop.aborting or stage in self.crew.dead)
 
     def drained(self, stage: Stage, message: Message) -> None:
-        """The coordinator emptied the queue of a dead or aborted stage; ``message`` was in it."""
-        if isinstance(message, FileRecord) and not self.stop.aborting:
-            self._adopt(message)
+        """The coordinator emptied the queue of a dead or aborted stage; ``message`` was in it.  On
+        an abort it stays in flight: ``Ledger.settle_remaining`` settles it at the end (aborted if
+        it had started, else cancelled), in one process or taken back from a broker."""
+        if not isinstance(message, FileRecord):
+            return
+        if self.remote.on:
+            self.ledger.readmit(message)
+        if not self.stop.aborting:
             self.ledger.settle(message, Outcome.CANCELLED, f"{stage.value} stage dead" if stage in self.crew.dead
                                else None)
+
+    @property
+    def takes_back(self) -> bool:
+        """On an abort the coordinating process takes back what is left on the broker's queues once
+        its workers are gone, and settles it as one process settles what its queues hold."""
+        return self.remote.coordinates and self.stop.aborting and self.remote.gone is None
 
     def on_signal(self, name: str) -> None:
         """A SIGINT/SIGTERM arrived (the variant's handler calls this)."""

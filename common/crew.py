@@ -30,6 +30,15 @@ class Crew:
             self.dead.add(stage)
             return True
 
+    def declare_dead(self, stage: Stage) -> bool:
+        """``stage`` is dead though no worker of it died here (``--broker``: no live consumer
+        anywhere): True the first time it is said."""
+        with self._lock:
+            if stage in self.dead:
+                return False
+            self.dead.add(stage)
+            return True
+
     def dead_after(self, stage: Stage) -> Stage | None:
         """The first dead stage after ``stage``, if any: a file held at ``stage`` can never finish."""
         if not self.dead:

@@ -177,6 +177,12 @@ class Ledger:
             self._terminal(record, outcome)
             return True
 
+    def readmit(self, record: FileRecord) -> None:
+        """A record taken back from a broker's queue (``--broker``, an abort): in flight here unless
+        this process already holds it - a copy its worker gave back, less advanced than its own."""
+        with self._lock:
+            self._in_flight.setdefault(record.id, record)
+
     def pass_on(self, record: FileRecord) -> None:
         """``record`` leaves this process for another (``--broker``), which settles it."""
         with self._lock:

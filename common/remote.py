@@ -55,6 +55,7 @@ class Remote:
         self.wait = config.broker_wait
         self.dead: set[Stage] = set()  # stages declared dead by ``observe``
         self.gone: str | None = None  # why the broker is gone, once it is
+        self.dispatched = 0  # the highest id this process's dispatcher handed on to the broker
         self._orphaned: dict[Stage, float] = {}  # stage -> since when it holds files with no live consumer
         self._sizes = {Stage.DISPATCH: 1, Stage.S3: config.s3_workers, Stage.API: config.api_workers,
                        Stage.VERIFY: 1}
@@ -127,10 +128,11 @@ class Remote:
     def report(self, ledger: Ledger, variant: str, timeline: Timeline, stopped_by: str | None, files: int,
                details: bool, reason: str | None) -> Report:
         """The run's report from every row on the broker (a fresh ledger restores them, as a resume
-        does), plus this process's errors and every worker's.  Generated files with no row were
-        never dispatched (the dispatcher stopped early): cancelled, with ``reason``; in a run that
-        did not stop early such a file was lost, and the report says so.  With the broker gone:
-        this process's own ledger, and why."""
+        does), plus this process's errors and every worker's.  A generated file with no row was
+        lost if the dispatcher handed it on (at or below ``dispatched``), whatever stopped the run:
+        the report says so, and counts it cancelled; above that it was never dispatched (the
+        dispatcher stopped early): cancelled, with ``reason``.  With the broker gone: this
+        process's own ledger, and why."""
         assert self.store is not None
         final = Ledger(None, details)
         try:
@@ -140,13 +142,16 @@ class Remote:
             self.gone = self.gone or str(exc)
             ledger.errors.append(f"the report holds what this process knew: {self.gone}")
             return ledger.report(variant, timeline, "broker")
-        missing = 0
+        lost = 0
         for first, last in settled.gaps(1, files):
-            final.cancel_range(first, last, reason)
-            missing += last - first + 1
+            upto = min(last, self.dispatched)
+            if first <= upto:  # handed on, and no outcome
+                final.cancel_range(first, upto)
+                lost += upto - first + 1
+            final.cancel_range(max(first, upto + 1), last, reason)
         final.errors += ledger.errors
-        if missing and stopped_by is None and reason is None:  # every file was dispatched: none may be missing
-            final.errors.append(f"{missing} dispatched files have no outcome on the broker (lost): counted cancelled")
+        if lost:
+            final.errors.append(f"{lost} dispatched files have no outcome on the broker (lost): counted cancelled")
         return final.report(variant, timeline, stopped_by)
 
     def close(self) -> None:

@@ -412,6 +412,7 @@ def test_the_report_restores_every_row_and_says_when_a_dispatched_file_has_none(
 
     remote = Remote(fast(files=5, broker=server.url, run_id=new_run()))
     assert remote.store is not None
+    remote.dispatched = 5  # the dispatcher handed on every file
     rows = [file_row(FileRecord(i, f"file_{i + 99}.pdf", dest_key=f"k{i}"), Outcome.SUCCESS, verified=True)
             for i in (1, 2, 4)]
     assert remote.store.commit(rows) == 3 and remote.store.commit(rows[:1]) == 0  # first write wins
@@ -420,3 +421,108 @@ def test_the_report_restores_every_row_and_says_when_a_dispatched_file_has_none(
     assert (report.expected, report.success, report.processed, report.cancelled) == (5, 3, 3, 2)
     assert report.errors == ["2 dispatched files have no outcome on the broker (lost): counted cancelled"]
     assert [f["id"] for f in report.files] == [1, 2, 3, 4, 5]
+
+
+# An abort (A1): what was dispatched and not finished ends as in one process; nothing stays queued --------
+def started(row: dict) -> bool:
+    """What ``Ledger.settle_remaining`` asks of a file in flight at an abort: aborted if it started."""
+    return row["s3_attempts"] > 0 or row["last_stage"] != "dispatch"
+
+
+def test_the_report_counts_a_gap_the_dispatcher_handed_on_as_lost_even_in_a_stopped_run(server):
+    """Gaps at or below the highest id the dispatcher handed on are lost (said, whatever stopped the
+    run); above it they were never dispatched: cancelled, with no line."""
+    from pillpipe.common.ledger import Ledger
+    from pillpipe.common.model import FileRecord, Outcome
+    from pillpipe.common.remote import Remote
+    from pillpipe.common.store import file_row
+    from pillpipe.common.timing import Timeline
+
+    remote = Remote(fast(files=6, broker=server.url, run_id=new_run()))
+    assert remote.store is not None
+    remote.store.commit([file_row(FileRecord(i, f"file_{i + 99}.pdf"), Outcome.SUCCESS, verified=True)
+                         for i in (1, 3)])
+    remote.dispatched = 4
+    report = remote.report(Ledger(), "threaded", Timeline(), "SIGINT", 6, True, None)
+    remote.close()
+    assert (report.expected, report.success, report.cancelled) == (6, 2, 4)
+    assert report.errors == ["2 dispatched files have no outcome on the broker (lost): counted cancelled"]
+
+
+def left_on_the_broker(server, run: str) -> tuple[dict[str, list], list[int]]:
+    """Every queue and processing list of ``run`` that still holds something (PILLs or records),
+    and the ids of the files with a row on the broker."""
+    from pillpipe.common.model import Stage
+    from pillpipe.threaded.broker import connect
+
+    broker = connect(server.url, run)
+    try:
+        keys = broker.keys
+        lists = [keys.queue(stage) for stage in list(Stage)[1:]]
+        for stage in list(Stage)[1:]:
+            lists += [k.decode() for k in broker.client.scan_iter(match=keys.processing(stage) + "*")]
+        queued = {key: items for key in lists if (items := broker.client.lrange(key, 0, -1))}
+        return queued, sorted(row["id"] for row in broker.ledger.rows())
+    finally:
+        broker.close()
+
+
+def wait_for_api_work(server, run: str, child: subprocess.Popen, bound: float = 60) -> None:
+    """Until some file has been copied and waits for (or is in) the API stage: the abort then finds
+    files that started - the broker's state, not a guess at the machine's speed."""
+    from pillpipe.common.broker import BrokerError
+    from pillpipe.common.model import Stage
+    from pillpipe.threaded.broker import connect
+
+    deadline = time.monotonic() + bound  # a hang guard only
+    while time.monotonic() < deadline and child.poll() is None:
+        try:
+            broker = connect(server.url, run)
+        except BrokerError:
+            continue
+        try:
+            if broker.backlog(Stage.API).files > 0:
+                return
+        finally:
+            broker.close()
+        time.sleep(0.05)
+    pytest.fail(f"no file reached the API stage in {bound} s (exit code {child.poll()})")
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("variant", ["threaded", "asyncio", "anyio"])
+def test_an_aborted_run_on_the_broker_settles_what_it_dispatched_as_one_process_does(server, variant):
+    """SIGINT, then the drain's grace runs out: the run aborts.  Exit 130 as in one process; every
+    file ends once; a file that had started is aborted, never cancelled (the class and digest term
+    of one process's ``settle_remaining``); nothing is lost; no PILL nor record stays on the broker."""
+    run, files = new_run(), 200
+    argv = [sys.executable, "-m", "pillpipe", "run", variant, "--broker", server.url, "--run", run,
+            *chaos_flags(files=files, details=True, s3_latency=(0.3, 0.6), api_latency=(0.5, 1.0),
+                         shutdown_grace=0.3)]
+    child = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_api_work(server, run, child)
+    child.send_signal(signal.SIGINT)
+    code, report, err = outcome(child, timeout=120)
+    assert code == 130, err
+    each_file_once(report, files)
+    assert report["stopped_by"] == "SIGINT"
+    settled_early = [f for f in report["files"] if f["outcome"] in ("aborted", "cancelled")]
+    assert all(f["outcome"] == ("aborted" if started(f) else "cancelled") for f in settled_early), settled_early
+    assert report["aborted"] == sum(map(started, settled_early)) > 0
+    assert report["cancelled"] == len(settled_early) - report["aborted"] > 0
+    assert not [e for e in report["errors"] if "lost" in e], report["errors"]
+    queued, rows = left_on_the_broker(server, run)
+    assert queued == {}
+    assert rows == list(range(1, len(rows) + 1))  # every file handed on has its row; only never-dispatched have none
+
+
+def test_a_stage_declared_dead_on_the_broker_is_said_once():
+    """The coordinator's watch declares a stage dead under the crew's lock, once (C5)."""
+    import threading
+
+    from pillpipe.common.crew import Crew
+    from pillpipe.common.model import Stage
+
+    crew = Crew({stage: 1 for stage in Stage}, threading.Lock())
+    assert crew.declare_dead(Stage.API) and not crew.declare_dead(Stage.API)
+    assert crew.dead == {Stage.API} and crew.dead_after(Stage.S3) is Stage.API

@@ -371,7 +371,7 @@ def _tend(ctx: Context, queues: list[Channel], stages: list[list[Worker]]) -> bo
     for queue_, stage, consumers in zip(queues, list(Stage)[1:], stages[1:]):
         if ctx.must_drain(stage):
             _drain(ctx, queue_, stage)
-        if ctx.aborting:
+        if ctx.aborting and isinstance(queue_, Queue):  # a broker's: its workers here leave (ctx.leaving)
             for _ in range(_live(consumers)):
                 try:
                     queue_.put_nowait(PILL)
@@ -424,11 +424,26 @@ def _on_broker(ctx: Context, url: str) -> Iterator[list[Channel]]:
                 done.set()
                 if watch.ident is not None:
                     watch.join()
-                for lane in lanes:
-                    lane.close()
-                ctx.ended()
+                _close_lanes(ctx, lanes)
     finally:
         broker.close()
+
+
+def _close_lanes(ctx: Context, lanes: list[Lane]) -> None:
+    """This process leaves the broker's queues: what its workers still hold goes back, their leases
+    end.  On an abort the coordinating process then takes back every queue's messages, once: its
+    ledger settles the records as one process settles what its queues hold (aborted, or cancelled
+    if never started).  Then every stream counts as ended."""
+    for lane in lanes:
+        lane.close()
+    try:
+        for lane in lanes if ctx.takes_back else []:
+            while messages := lane.drain():
+                for message in messages:
+                    ctx.drained(lane.stage, message)
+    except BrokerError as exc:
+        ctx.broker_gone(exc)
+    ctx.ended()
 
 
 def _watch(ctx: Context, lanes: list[Lane], done: threading.Event) -> None:
