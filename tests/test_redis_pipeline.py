@@ -18,7 +18,6 @@ import uuid
 import pytest
 
 from pillpipe import anyio_version, asyncio_version, threaded
-from pillpipe.common.config import Config
 from pillpipe.common.context import WorkerCrashes
 from pillpipe.services.process import free_port
 from pillpipe.services.redis import RedisServer
@@ -119,10 +118,6 @@ def test_a_run_id_already_on_the_broker_is_refused(server):
     done = cli("pillpipe", "run", "threaded", "--broker", server.url, "--run", run, "--files", "3",
                "--time-scale", "0")
     assert done.returncode == 2 and f"--run {run}: a run of that name is already on the broker" in done.stderr
-
-
-def test_the_embedded_default_is_untouched_by_the_broker_flags():
-    assert Config().broker is None and Config().processes == 0 and Config().role == "all"
 
 
 # Across processes ------------------------------------------------------------------------------
