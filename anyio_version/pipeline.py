@@ -349,7 +349,8 @@ async def _on_broker(ctx: Context, url: str) -> None:
     from pillpipe.asyncio_version.broker import Heartbeat, Lane, connect
 
     broker = await connect(url, ctx.run_id)
-    lanes = [Lane(broker, stage, ctx.config.queue_size, lambda: ctx.leaving) for stage in list(Stage)[1:]]
+    lanes = [Lane(broker, stage, ctx.config.queue_size, lambda: ctx.leaving, partial(_written, ctx))
+             for stage in list(Stage)[1:]]
     s3_lane, api_lane, verify_lane = lanes
     try:
         with _signals(ctx):
@@ -398,6 +399,15 @@ async def _close_lanes(ctx: Context, lanes: list[Lane]) -> None:
     ctx.ended()
 
 
+async def _written(ctx: Context, file_id: int) -> None:
+    """Before a worker acks file ``file_id`` on the broker: wait until the row this process settled
+    for it (if any) is committed by the writer, off the loop (a BrokerError if it could not be)."""
+    done = anyio.Event()
+    if ctx.unwritten(file_id, done.set):
+        await done.wait()
+    ctx.written(file_id)
+
+
 async def _watch(ctx: Context, lanes: list[Lane], done: anyio.Event) -> None:
     """Every stage on the broker, looked at while the run goes on: a stage that holds files with no
     live consumer for --broker-wait seconds is dead, and what it holds is cancelled (as a dead
@@ -443,6 +453,7 @@ async def _write(journal: Journal, wakes: MemoryObjectReceiveStream[None]) -> No
     while (rows := journal.batch()) is not None:
         if rows:
             await anyio.to_thread.run_sync(journal.commit, rows)
+            journal.written(rows)  # on the loop: a worker waiting for one of these rows acks now (--broker)
         else:
             with anyio.move_on_after(journal.idle()):
                 await wakes.receive()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Awaitable, Callable, Iterable, Iterator
 
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
@@ -30,7 +30,7 @@ from pillpipe.common.broker import (
     commit_args, counts_of, decode, encode, full_backoff, heartbeat_every, lease_lost, row_of, shown,
     socket_timeout, sorted_rows, worker_id)
 from pillpipe.common.config import UsageError
-from pillpipe.common.model import PILL, Message, Stage
+from pillpipe.common.model import PILL, FileRecord, Message, Stage
 
 Full, Empty = asyncio.QueueFull, asyncio.QueueEmpty  # what asyncio.Queue raises: the same surface
 
@@ -294,16 +294,23 @@ class RedisLedger:
             return counts_of(await self.broker.client.hgetall(self.broker.keys.counts))
 
 
+async def _nothing_to_write(file_id: int) -> None:
+    """A Lane's default: no row of this process waits to be committed (no journal, as in the tests)."""
+
+
 class Lane:
     """A stage's queue as one process's pipeline sees it (``--broker``): every producer puts
     through one put side; each consumer takes through its own registered view, made on its first
     ``get`` - so the pipeline hands its workers one queue, as in one process."""
 
     def __init__(self, broker: Broker, stage: Stage, maxsize: int = 0,
-                 stopping: Callable[[], bool] = lambda: False) -> None:
+                 stopping: Callable[[], bool] = lambda: False,
+                 written: Callable[[int], Awaitable[None]] = _nothing_to_write) -> None:
         self.broker, self.stage, self.maxsize, self.stopping = broker, stage, maxsize, stopping
+        self.written = written  # returns once a file's row settled in this process is on the broker
         self.outbox = broker.queue(stage, maxsize)
         self.views: dict[str, BrokerQueue] = {}  # worker name -> its own view (each worker touches only its own)
+        self.holding: dict[str, int] = {}  # worker name -> the id of the record it took and has not acked
         self.depth = 0  # items queued at the coordinator's last look (the progress view's depth)
 
     async def put(self, item: Message, block: bool = True, timeout: float | None = None) -> None:
@@ -324,15 +331,27 @@ class Lane:
         if view is None:
             view = self.views[name] = await self.broker.consumer(self.stage, name, self.maxsize)
         if view.held is not None:
-            await view.task_done()
+            await self._ack(name, view)
         if self.stopping():
             return PILL
         while True:
             try:
-                return await view.get(timeout=BLOCK)
+                message = await view.get(timeout=BLOCK)
             except Empty:
                 if self.stopping() or await self.ended():
                     return PILL
+            else:
+                if isinstance(message, FileRecord):
+                    self.holding[name] = message.id
+                return message
+
+    async def _ack(self, name: str, view: BrokerQueue) -> None:
+        """The ack of what worker ``name`` holds - once the row of a file it settled is committed
+        (the journal's writer commits it; a row that could not be is a BrokerError: no ack)."""
+        file_id = self.holding.pop(name, None)
+        if file_id is not None:
+            await self.written(file_id)
+        await view.task_done()
 
     async def leave(self, name: str, ack: bool = True) -> None:
         """Worker ``name`` leaves: what it holds is acked (``ack``: it was passed on or settled) or
@@ -341,7 +360,8 @@ class Lane:
         if view is None:
             return
         if ack and view.held is not None:
-            await view.task_done()
+            await self._ack(name, view)
+        self.holding.pop(name, None)
         await view.leave()
 
     async def abandon(self, name: str) -> None:

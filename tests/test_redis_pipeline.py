@@ -12,6 +12,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -74,6 +75,75 @@ def test_a_run_with_real_waits_on_the_broker_interleaves_and_still_agrees(server
     flags = dict(files=30, time_scale=0.002, fail_rate=0.2, retries=1, seed=11, s3_workers=4, api_workers=3)
     report = RUNS[variant](fast(**flags, broker=server.url))
     assert report.comparable() == reference(**flags)
+
+
+# No blocking Redis call on the event loop; every row committed before its record is acked ---------
+@pytest.fixture
+def committed(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, object]]:
+    """Every commit of rows to the broker, and every ack: for a commit its rows, its thread and
+    the event loop running there (if any); for an ack the file, its stage, and whether its row
+    was committed by then (tests/test_durable.py's ``commits``, for the broker)."""
+    import sniffio
+
+    from pillpipe.asyncio_version import broker as async_broker
+    from pillpipe.common.broker import decode
+    from pillpipe.common.model import FileRecord
+    from pillpipe.common.redisstore import RedisStore
+    from pillpipe.threaded import broker as thread_broker
+
+    seen: list[dict[str, object]] = []
+    done: set[int] = set()
+    commit = RedisStore.commit
+
+    def spy(self: RedisStore, rows):
+        try:
+            loop = sniffio.current_async_library()
+        except sniffio.AsyncLibraryNotFoundError:
+            loop = None
+        won = commit(self, rows)
+        done.update(row.id for row in rows)
+        seen.append({"rows": [row.id for row in rows], "thread": threading.current_thread().name, "loop": loop})
+        return won
+
+    def acked(queue_) -> dict[str, object] | None:
+        message = decode(queue_.held, queue_.key) if queue_.held is not None else None
+        if not isinstance(message, FileRecord):
+            return None
+        return {"ack": message.id, "stage": queue_.stage.value, "committed": message.id in done}
+
+    sync_ack, async_ack = thread_broker.BrokerQueue.task_done, async_broker.BrokerQueue.task_done
+
+    def sync_spy(self):
+        seen.append(acked(self) or {})
+        return sync_ack(self)
+
+    async def async_spy(self):
+        seen.append(acked(self) or {})
+        return await async_ack(self)
+
+    monkeypatch.setattr(RedisStore, "commit", spy)
+    monkeypatch.setattr(thread_broker.BrokerQueue, "task_done", sync_spy)
+    monkeypatch.setattr(async_broker.BrokerQueue, "task_done", async_spy)
+    return seen
+
+
+@pytest.mark.parametrize("variant", list(RUNS))
+def test_no_row_is_committed_on_the_event_loop_and_each_before_its_ack(server, variant, committed):
+    """asyncio and anyio hand each commit to a thread (the journal's writer, as for --state);
+    threads commit on the writer thread, never in a worker.  And the verifier's ack of a record
+    waits for the row of its verdict: a kill -9 at any instant loses no outcome."""
+    flags = dict(files=400, fail_rate=0.2, retries=1, seed=5, details=True, queue_size=20)
+    report = RUNS[variant](fast(**flags, broker=server.url, run_id=new_run()))
+    assert report.comparable() == reference(**flags)
+    commits = [c for c in committed if "rows" in c]
+    assert sorted(i for c in commits for i in c["rows"]) == list(range(1, 401))  # type: ignore[attr-defined]
+    assert all(c["loop"] is None for c in commits), commits
+    threads = {str(c["thread"]) for c in commits}
+    assert not any(name.startswith(("Dispatcher", "S3-Worker", "API-Worker", "Verifier")) for name in threads)
+    if variant == "threaded":
+        assert threads <= {"State-Writer", "MainThread"}
+    acks = [a for a in committed if a.get("stage") == "verify"]  # the verifier settles every file it acks
+    assert len(acks) >= 400 and all(a["committed"] for a in acks), [a for a in acks if not a["committed"]][:5]
 
 
 # Bad input and a broker that is not there -----------------------------------------------------
