@@ -349,6 +349,8 @@ async def _on_broker(ctx: Context, url: str) -> None:
     from pillpipe.asyncio_version.broker import Heartbeat, Lane, connect
 
     broker = await connect(url, ctx.run_id)
+    if ctx.coordinates:  # the run's lease: a worker process whose coordinator is gone leaves
+        await broker.coordinate()
     lanes = [Lane(broker, stage, ctx.config.queue_size, lambda: ctx.leaving, partial(_written, ctx))
              for stage in list(Stage)[1:]]
     s3_lane, api_lane, verify_lane = lanes
@@ -378,6 +380,8 @@ async def _on_broker(ctx: Context, url: str) -> None:
                 finally:  # on every exit path, as the other models do; a cancellation does not cut it short
                     with anyio.CancelScope(shield=True):
                         await _close_lanes(ctx, lanes)
+                        if broker.orphaned:
+                            ctx.coordinator_gone(broker.orphaned)
     finally:
         await broker.close()
 

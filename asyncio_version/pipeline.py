@@ -380,6 +380,8 @@ async def _on_broker(ctx: Context, url: str) -> AsyncIterator[list[Channel]]:
     from pillpipe.asyncio_version.broker import Heartbeat, Lane, connect
 
     broker = await connect(url, ctx.run_id)
+    if ctx.coordinates:  # the run's lease: a worker process whose coordinator is gone leaves
+        await broker.coordinate()
     lanes = [Lane(broker, stage, ctx.config.queue_size, lambda: ctx.leaving, partial(_written, ctx))
              for stage in list(Stage)[1:]]
     try:
@@ -394,6 +396,8 @@ async def _on_broker(ctx: Context, url: str) -> AsyncIterator[list[Channel]]:
                 if watch is not None:
                     await watch
                 await _close_lanes(ctx, lanes)
+                if broker.orphaned:
+                    ctx.coordinator_gone(broker.orphaned)
     finally:
         await broker.close()
 

@@ -15,6 +15,7 @@ Key layout of one run (``{RUN}`` is a Redis hash tag: every key of a run lands i
     pillpipe:{RUN}:config                 string the run's workload as JSON, written once by its coordinator
     pillpipe:{RUN}:ended:STAGE            string set once STAGE's stream has ended (a late joiner reads a pill)
     pillpipe:{RUN}:errors                 list  what went wrong in any process (a dead worker), for the report
+    pillpipe:{RUN}:coordinator            string the coordinating process's lease (expires TTL after its last beat)
 
 The reliable queue: a consumer takes an item with an atomic move into its own processing list
 (``LMOVE``/``BLMOVE queue processing RIGHT LEFT``) and removes it (``LREM``) only once the file has
@@ -61,6 +62,12 @@ class BrokerError(SetupError):
     (a ``SetupError``: the command line says it in one line and exits 69)."""
 
     exit_code = 69  # EX_UNAVAILABLE (sysexits.h): for the command line when it wires a broker in
+
+
+def coordinator_gone(run: str, ttl: float) -> str:
+    """Why the workers of a process leave when their run's coordinator is gone (one line)."""
+    return (f"the coordinator of run {run} is gone (its lease ran out {ttl:g} s after its last heartbeat, the run "
+            "never ended): these workers left")
 
 
 class LeaseLost(BrokerError):
@@ -149,6 +156,11 @@ class Keys:
     @property
     def errors(self) -> str:
         return f"{self.base}:errors"
+
+    @property
+    def coordinator(self) -> str:
+        """The coordinating process's lease: set with a TTL, renewed by its heartbeat."""
+        return f"{self.base}:coordinator"
 
     @property
     def pattern(self) -> str:

@@ -436,6 +436,14 @@ class Context:
             self.stop.stopped_by = "broker"
         self.stop.abort("the broker is gone")
 
+    def coordinator_gone(self, why: str) -> None:
+        """A worker process found its run's coordinator gone (its lease ran out, the run not ended):
+        its workers took no more files and left; the report says ``stopped_by: coordinator`` and
+        ``pillpipe worker`` exits 75."""
+        if self.stop.stopped_by is None:
+            self.stop.stopped_by = "coordinator"
+            self.ledger.errors.append(why)
+
     def ended(self) -> None:
         """The coordinating process is done: every stream on the broker counts as ended."""
         self.remote.ended()

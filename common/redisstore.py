@@ -19,7 +19,7 @@ import json
 import time
 from typing import Any, Iterable, Iterator, Sequence
 
-from .broker import COMMIT, MARGIN, RETRIES, BrokerError, Keys, commit_args, counts_of, row_of, shown, socket_timeout
+from .broker import COMMIT, MARGIN, RETRIES, TTL, BrokerError, Keys, commit_args, counts_of, row_of, shown, socket_timeout
 from .config import Config, UsageError
 from .model import Stage
 from .store import FileRow, RejectedRow, Row, StateWriteError
@@ -90,6 +90,7 @@ class RedisStore:
         if not self._call(self.client.set, self.keys.config, text, nx=True):
             raise UsageError(f"--run {self.keys.run}: a run of that name is already on the broker {shown(self.url)} "
                              "(choose another --run)")
+        self._call(self.client.set, self.keys.coordinator, b"1", px=int(TTL * 1000))  # the coordinator's lease starts
 
     def workload(self, wait: float) -> dict[str, Any]:
         """The run's workload as its coordinator published it, waiting up to ``wait`` seconds for it."""

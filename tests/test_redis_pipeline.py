@@ -359,6 +359,79 @@ def test_a_worker_that_joins_late_and_one_that_dies_early_strand_nothing(server)
     assert codes == [-9, 0, 0, 0, 0], codes
 
 
+def look(server, run: str, what):
+    """``what(client, keys)`` on the run's keys: the test reads the broker, not the run's code."""
+    import redis
+
+    from pillpipe.common.broker import Keys
+
+    client = redis.Redis.from_url(server.url)
+    try:
+        return what(client, Keys(run))
+    finally:
+        client.close()
+
+
+def rows_on(server, run: str) -> int:
+    """How many terminal rows the run has on the broker (its progress)."""
+    return int(look(server, run, lambda client, keys: client.hlen(keys.rows)))
+
+
+def queued(server, run: str, stage: str) -> int:
+    from pillpipe.common.model import Stage
+
+    return int(look(server, run, lambda client, keys: client.llen(keys.queue(Stage(stage)))))
+
+
+def registered(server, run: str, stage: str, child: subprocess.Popen) -> bool:
+    """Whether a worker of process ``child`` holds a lease on ``stage`` (its workers run: its
+    signal handlers are in)."""
+    from pillpipe.common.model import Stage
+
+    members = look(server, run, lambda client, keys: client.zrange(keys.workers(Stage(stage)), 0, -1))
+    return any(f"/{child.pid}/" in m.decode() for m in members)
+
+
+def until(condition, timeout: float, what: str) -> None:
+    """Wait (bounded) for ``condition()``: a test that waits on the run, not on the machine's speed."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout} s: {what}")
+        time.sleep(0.05)
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("queue_size", [0, 2])
+def test_a_coordinator_killed_mid_run_never_strands_its_workers(server, queue_size):
+    """kill -9 the dispatching process mid-run: its lease runs out (TTL, as a worker's), and every
+    worker process - busy or idle, threads or coroutines, a bounded queue or not - leaves: one line
+    on stderr, exit 75, within a bounded time; nothing hangs."""
+    from pillpipe.common.broker import TTL
+    from pillpipe.processes import EXIT_ORPHANED
+
+    run = new_run()
+    children = [popen_worker(server, run, "s3", "threaded", 2), popen_worker(server, run, "s3", "asyncio", 2),
+                popen_worker(server, run, "api", "asyncio", 2), popen_worker(server, run, "api", "anyio", 2),
+                popen_worker(server, run, "verify", "threaded")]
+    coordinator = dispatch(server, run, *chaos_flags(files=400, time_scale=0.05, queue_size=queue_size))
+    try:
+        until(lambda: rows_on(server, run) >= 3 or coordinator.poll() is not None, 60, "three files settled")
+        assert coordinator.poll() is None, "the run ended before the kill: slow it down"
+        coordinator.kill()  # SIGKILL: no ended flags, no pills; its lease is no longer renewed
+        coordinator.wait()
+        killed = time.monotonic()
+        codes = finished(children, timeout=TTL + 20)
+        took = time.monotonic() - killed
+    finally:
+        finished(children)
+    assert codes == [EXIT_ORPHANED] * len(children), codes
+    assert took < TTL + 20
+    for child in children:
+        lines = child.stderr.read().splitlines()
+        assert len(lines) == 1 and f"the coordinator of run {run} is gone" in lines[0], lines
+
+
 @pytest.mark.timeout(180)
 def test_a_stage_whose_every_worker_died_is_dead_after_broker_wait_not_a_hang(server):
     run = new_run()
@@ -452,8 +525,9 @@ def test_a_sigterm_to_one_worker_process_scales_it_down_and_loses_nothing(server
     children = [leaving, popen_worker(server, run, "s3", "threaded", 2), popen_worker(server, run, "api", "asyncio", 4),
                 popen_worker(server, run, "verify", "anyio")]
     coordinator = dispatch(server, run, *chaos_flags(**flags))
-    try:
-        time.sleep(1.0)  # S3 copies of 40-100 ms: the stage has about 1.5 s of work in all
+    try:  # S3 copies of 40-100 ms: the stage has about 1.5 s of work in all; signal it mid-stage
+        until(lambda: registered(server, run, "s3", leaving) and queued(server, run, "s3") >= 10, 60,
+              "the leaving process's workers at work, 10 files still queued for S3")
         leaving.send_signal(signal.SIGTERM)
         code, report, err = outcome(coordinator)
     finally:

@@ -26,7 +26,7 @@ from redis.backoff import EqualJitterBackoff
 
 from pillpipe.common.broker import (
     BLOCK, MARGIN, PILL_BYTES, RETRIES, SCRIPTS, STAGES, TTL, Backlog, BrokerError, Keys, LeaseLost, block_for, check_url,
-    commit_args, counts_of, decode, encode, full_backoff, heartbeat_every, lease_lost, row_of, shown,
+    commit_args, counts_of, decode, encode, full_backoff, heartbeat_every, lease_lost, coordinator_gone, row_of, shown,
     socket_timeout, sorted_rows, worker_id)
 from pillpipe.common.config import UsageError
 from pillpipe.common.model import PILL, FileRecord, Message, Stage
@@ -63,6 +63,8 @@ class Broker:
         self.ledger = RedisLedger(self)
         self.members: dict[Stage, set[str]] = {}  # this process's registered consumers, by stage
         self.lost: set[str] = set()  # consumers whose lease ran out under them
+        self.coordinating = False  # this process coordinates the run: its heartbeat renews the run's lease
+        self.orphaned: str | None = None  # why, once the run's coordinator is gone (a worker process's heartbeat)
         self._lock = threading.Lock()
 
     def check_version(self, version: str) -> None:
@@ -86,6 +88,20 @@ class Broker:
         with self._lock:
             self.members.get(stage, set()).discard(worker)
 
+    def coordinate(self) -> None:
+        """This process coordinates the run: its lease (``ttl``) starts now, renewed with the workers'."""
+        self.coordinating = True
+        self._lead()
+
+    def led(self) -> bool:
+        """A worker process's look at its run: False once the coordinator's lease has run out with
+        the run not ended (it was killed): ``orphaned`` says why, and the workers leave."""
+        with _errors(self.url):
+            lease, ended = self.client.mget([self.keys.coordinator, self.keys.ended(Stage.VERIFY)])
+        if lease is None and ended is None:
+            self.orphaned = self.orphaned or coordinator_gone(self.keys.run, self.ttl)
+        return self.orphaned is None
+
     def live(self, stage: Stage) -> int:
         """How many consumers of ``stage`` hold a lease that has not run out (on any machine)."""
         return int(self.call("live", [self.keys.workers(stage)], []))
@@ -103,6 +119,8 @@ class Broker:
         with self._lock:
             members = {stage: sorted(workers) for stage, workers in self.members.items() if workers}
         lost: list[str] = []
+        if self.coordinating:
+            self._lead()
         for stage, workers in members.items():
             gone = self.call("renew", [self.keys.workers(stage)], [int(self.ttl * 1000), *workers])
             lost += [w.decode() for w in gone]
@@ -144,6 +162,10 @@ class Broker:
         with _errors(self.url):
             return self.scripts[script](keys=keys, args=args)
 
+    def _lead(self) -> None:
+        with _errors(self.url):
+            self.client.set(self.keys.coordinator, b"1", px=int(self.ttl * 1000))
+
     def _stage_keys(self, stage: Stage) -> list[str]:
         return [self.keys.workers(stage), self.keys.queue(stage)]
 
@@ -171,6 +193,10 @@ class BrokerQueue:
         deadline = None if timeout is None else time.monotonic() + timeout
         attempt = 0
         while not self.broker.call("put", [self.key], [self.maxsize, raw]):
+            if self.broker.orphaned:  # nobody will empty this queue: the record goes on it, over its bound
+                with _errors(self.broker.url):
+                    self.broker.client.lpush(self.key, raw)
+                return
             remaining = None if deadline is None else deadline - time.monotonic()
             if not block or (remaining is not None and remaining <= 0):
                 raise Full
@@ -250,6 +276,8 @@ class Heartbeat:
             try:
                 self.broker.renew()
                 self.broker.reclaim()
+                if not self.broker.coordinating:
+                    self.broker.led()
                 self.error = None
             except BrokerError as exc:
                 self.error = exc
@@ -326,13 +354,13 @@ class Lane:
             view = self.views[name] = self.broker.consumer(self.stage, name, self.maxsize)
         if view.held is not None:
             self._ack(name, view)
-        if self.stopping():
+        if self.stopping() or self.broker.orphaned:
             return PILL
         while True:
             try:
                 message = view.get(timeout=BLOCK)
             except Empty:
-                if self.stopping() or self.ended():
+                if self.stopping() or self.broker.orphaned or self.ended():
                     return PILL
             else:
                 if isinstance(message, FileRecord):

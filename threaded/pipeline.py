@@ -410,6 +410,8 @@ def _on_broker(ctx: Context, url: str) -> Iterator[list[Channel]]:
     from pillpipe.threaded.broker import Heartbeat, Lane, connect
 
     broker = connect(url, ctx.run_id)
+    if ctx.coordinates:  # the run's lease: a worker process whose coordinator is gone leaves
+        broker.coordinate()
     lanes = [Lane(broker, stage, ctx.config.queue_size, lambda: ctx.leaving, partial(_written, ctx))
              for stage in list(Stage)[1:]]
     done = threading.Event()
@@ -426,6 +428,8 @@ def _on_broker(ctx: Context, url: str) -> Iterator[list[Channel]]:
                 if watch.ident is not None:
                     watch.join()
                 _close_lanes(ctx, lanes)
+                if broker.orphaned:
+                    ctx.coordinator_gone(broker.orphaned)
     finally:
         broker.close()
 
