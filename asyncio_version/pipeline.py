@@ -379,7 +379,7 @@ async def _on_broker(ctx: Context, url: str) -> AsyncIterator[list[Channel]]:
     dead's), and in the coordinating process a task that watches every stage (``_watch``)."""
     from pillpipe.asyncio_version.broker import Heartbeat, Lane, connect
 
-    broker = await connect(url, ctx.run_id)
+    broker = await connect(url, ctx.run_id, wait=ctx.config.broker_wait)
     if ctx.coordinates:  # the run's lease: a worker process whose coordinator is gone leaves
         await broker.coordinate()
     lanes = [Lane(broker, stage, ctx.config.queue_size, lambda: ctx.leaving, partial(_written, ctx))

@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import re
 import socket
@@ -51,7 +52,9 @@ STAGES = (Stage.S3, Stage.API, Stage.VERIFY)  # the stages with an input queue
 TTL = 5.0  # seconds: a worker's lease; renewed every TTL / 3
 BLOCK = 1.0  # seconds one BLMOVE blocks before the client looks again (and checks the run)
 MARGIN = 2.0  # seconds the socket waits beyond a blocking call before it calls the broker gone
-RETRIES = 3  # reconnection attempts per call before the broker counts as gone (backoff <= 0.5 s)
+RETRIES = 3  # reconnection attempts per call before the broker counts as gone (backoff <= 0.5 s) ...
+RETRY_EVERY = 0.375  # ... mid-run, as many more as --broker-wait allows, about this far apart (0.25-0.5 s)
+ORPHAN_LOOKS = 3  # a worker process's heartbeats that found no coordinator's lease, in a row, before it leaves
 PILL_BYTES = b"PILL"  # never valid JSON for a record, which is an object: no record can collide
 _RUN_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _MOD = 1 << 256
@@ -215,6 +218,13 @@ def full_backoff(attempt: int) -> float:
 def socket_timeout() -> float:
     """A reply may take a BLMOVE's ``BLOCK`` plus ``MARGIN``; no reply by then: the broker is gone."""
     return BLOCK + MARGIN
+
+
+def retries_for(wait: float) -> int:
+    """Reconnection attempts that span about ``wait`` seconds (``--broker-wait``): a broker restarted
+    within it - with persistence, its keys intact - lets the run go on.  At the start a client checks
+    the broker with ``RETRIES`` only (a broker that is not there is said in about a second)."""
+    return RETRIES + math.ceil(wait / RETRY_EVERY)
 
 
 def heartbeat_every(ttl: float) -> float:

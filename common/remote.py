@@ -61,7 +61,7 @@ class Remote:
                        Stage.VERIFY: 1}
         self.store: RedisStore | None = None
         if self.on:
-            self.store = RedisStore.open(self.url, self.run)  # a broker that is not there: BrokerError, exit 69
+            self.store = RedisStore.open(self.url, self.run, self.wait)  # a broker that is not there: BrokerError, exit 69
             if self.coordinates:
                 self.store.publish(config)
 
@@ -88,7 +88,7 @@ class Remote:
         (a group commit).  A worker waits for its file's row to be committed before it acks the
         record (``Context.unwritten``, the Lane's ack): a kill -9 at any instant loses no outcome."""
         assert self.on
-        journal = Journal(RedisStore.open(self.url, self.run), lock, on_failure, batcher=Batcher(interval=0.0),
+        journal = Journal(RedisStore.open(self.url, self.run, self.wait), lock, on_failure, batcher=Batcher(interval=0.0),
                           acks=True)
         ledger.keep(journal.sink)
         return journal

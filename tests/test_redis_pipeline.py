@@ -455,16 +455,46 @@ def test_a_stage_whose_every_worker_died_is_dead_after_broker_wait_not_a_hang(se
 @pytest.mark.parametrize("variant", ["threaded", "asyncio"])
 def test_a_broker_killed_mid_run_is_exit_69_and_a_report_not_a_hang(variant):
     need_redis()
+    run = new_run()
     with RedisServer() as broker:
         argv = [sys.executable, "-m", "pillpipe", "run", variant, "--broker", broker.url, "--processes", "1",
-                "--files", "400", "--time-scale", "0.05", "--json", "--quiet"]
+                "--run", run, "--files", "400", "--time-scale", "0.05", "--broker-wait", "2", "--json", "--quiet"]
         child = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(3.0)
-        broker.kill()  # SIGKILL: the broker vanishes mid-run
+        until(lambda: child.poll() is not None or rows_on(broker, run) >= 3, 60, "three files settled")
+        broker.kill()  # SIGKILL: the broker vanishes mid-run (not restarted within --broker-wait)
         code, report, err = outcome(child, timeout=90)
     assert code == 69, err
     assert report["stopped_by"] == "broker"
     assert any("unreachable" in e for e in report["errors"]), report["errors"]
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("variant, down", [("threaded", 1.0), ("asyncio", 7.0)], ids=["threaded-1s", "asyncio-7s"])
+def test_a_broker_restarted_with_persistence_lets_the_run_go_on(variant, down):
+    """kill -9 the broker mid-run (append-only file, fsync always) and start it again on its port
+    within --broker-wait: every client reconnects and the run ends with the in-process report.
+    Down for 7 s, longer than a lease: the leases ran out - files are worked again, first write
+    wins - and every worker registers again."""
+    need_redis()
+    run, flags = new_run(), dict(files=300, seed=3, fail_rate=0.1, retries=1, details=True, time_scale=0.03)
+    with RedisServer(persist=True) as broker:
+        argv = [sys.executable, "-m", "pillpipe", "run", variant, "--broker", broker.url, "--run", run,
+                "--processes", "1", "--broker-wait", "20", *chaos_flags(**flags)]
+        child = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            until(lambda: child.poll() is not None or rows_on(broker, run) >= 5, 60, "five files settled")
+            assert child.poll() is None, "the run ended before the restart: slow it down"
+            broker.kill()  # SIGKILL: what it acknowledged is in its append-only file
+            time.sleep(down)
+            broker.start()
+            code, report, err = outcome(child, timeout=150)
+        finally:
+            finished([child])
+    expected = reference(**flags)
+    assert code == (1 if expected["failed"] else 0), err
+    each_file_once(report, 300)
+    report.pop("variant"), report.pop("timing")
+    assert report == expected
 
 
 def test_an_orphaned_processing_list_is_swept_back_to_its_queue(server):

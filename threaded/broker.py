@@ -25,8 +25,8 @@ from redis.retry import Retry
 from redis.backoff import EqualJitterBackoff
 
 from pillpipe.common.broker import (
-    BLOCK, MARGIN, PILL_BYTES, RETRIES, SCRIPTS, STAGES, TTL, Backlog, BrokerError, Keys, LeaseLost, block_for, check_url,
-    commit_args, counts_of, decode, encode, full_backoff, heartbeat_every, lease_lost, coordinator_gone, row_of, shown,
+    BLOCK, MARGIN, ORPHAN_LOOKS, PILL_BYTES, RETRIES, SCRIPTS, STAGES, TTL, Backlog, BrokerError, Keys, LeaseLost, block_for, check_url,
+    commit_args, counts_of, decode, encode, full_backoff, heartbeat_every, lease_lost, coordinator_gone, retries_for, row_of, shown,
     socket_timeout, sorted_rows, worker_id)
 from pillpipe.common.config import UsageError
 from pillpipe.common.model import PILL, FileRecord, Message, Stage
@@ -34,9 +34,10 @@ from pillpipe.common.model import PILL, FileRecord, Message, Stage
 Full, Empty = queue.Full, queue.Empty  # what queue.Queue raises: the same surface
 
 
-def connect(url: str, run: str, *, ttl: float = TTL, prefix: str = "pillpipe") -> "Broker":
+def connect(url: str, run: str, *, ttl: float = TTL, prefix: str = "pillpipe", wait: float = 0.0) -> "Broker":
     """A broker for run ``run`` at ``url``, checked with a PING; a bad URL is a UsageError, a broker
-    that cannot be reached (or is older than Redis 6.2) a BrokerError - one line each."""
+    that cannot be reached (or is older than Redis 6.2) a BrokerError - one line each.  From then
+    on a call retries reconnecting for about ``wait`` seconds (a broker restart) before it fails."""
     keys = Keys(run, prefix)
     try:
         client = redis.Redis.from_url(check_url(url), socket_timeout=socket_timeout(), socket_connect_timeout=MARGIN,
@@ -48,6 +49,8 @@ def connect(url: str, run: str, *, ttl: float = TTL, prefix: str = "pillpipe") -
         with _errors(url):
             version = client.info("server").get("redis_version", "0")
         broker.check_version(str(version))
+        if wait:
+            client.set_retry(Retry(EqualJitterBackoff(cap=0.5, base=0.05), retries_for(wait)))
     except BaseException:
         client.close()
         raise
@@ -65,6 +68,7 @@ class Broker:
         self.lost: set[str] = set()  # consumers whose lease ran out under them
         self.coordinating = False  # this process coordinates the run: its heartbeat renews the run's lease
         self.orphaned: str | None = None  # why, once the run's coordinator is gone (a worker process's heartbeat)
+        self._missed = 0  # looks in a row that found no coordinator's lease
         self._lock = threading.Lock()
 
     def check_version(self, version: str) -> None:
@@ -98,7 +102,8 @@ class Broker:
         the run not ended (it was killed): ``orphaned`` says why, and the workers leave."""
         with _errors(self.url):
             lease, ended = self.client.mget([self.keys.coordinator, self.keys.ended(Stage.VERIFY)])
-        if lease is None and ended is None:
+        self._missed = self._missed + 1 if lease is None and ended is None else 0
+        if self._missed >= ORPHAN_LOOKS:  # not one look: after a broker restart the coordinator renews it anew
             self.orphaned = self.orphaned or coordinator_gone(self.keys.run, self.ttl)
         return self.orphaned is None
 
@@ -359,6 +364,9 @@ class Lane:
         while True:
             try:
                 message = view.get(timeout=BLOCK)
+            except LeaseLost:  # its lease ran out (a broker restart, a stall): it held nothing; it registers again
+                view = self.views[name] = self.broker.consumer(self.stage, name, self.maxsize)
+                continue
             except Empty:
                 if self.stopping() or self.broker.orphaned or self.ended():
                     return PILL

@@ -409,7 +409,7 @@ def _on_broker(ctx: Context, url: str) -> Iterator[list[Channel]]:
     dead's), and in the coordinating process a thread that watches every stage (``_watch``)."""
     from pillpipe.threaded.broker import Heartbeat, Lane, connect
 
-    broker = connect(url, ctx.run_id)
+    broker = connect(url, ctx.run_id, wait=ctx.config.broker_wait)
     if ctx.coordinates:  # the run's lease: a worker process whose coordinator is gone leaves
         broker.coordinate()
     lanes = [Lane(broker, stage, ctx.config.queue_size, lambda: ctx.leaving, partial(_written, ctx))
