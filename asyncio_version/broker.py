@@ -26,7 +26,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff
 
 from pillpipe.common.broker import (
-    BLOCK, MARGIN, ORPHAN_LOOKS, PILL_BYTES, RETRIES, SCRIPTS, STAGES, TTL, Backlog, BrokerError, Keys, LeaseLost, block_for, check_url,
+    BLOCK, CONNECTIONS, MARGIN, ORPHAN_LOOKS, PILL_BYTES, RETRIES, SCRIPTS, STAGES, TTL, Backlog, BrokerError, Keys, LeaseLost, block_for, check_url,
     commit_args, counts_of, decode, encode, full_backoff, heartbeat_every, lease_lost, coordinator_gone, retries_for, row_of, shown,
     socket_timeout, sorted_rows, worker_id)
 from pillpipe.common.config import UsageError
@@ -42,7 +42,8 @@ async def connect(url: str, run: str, *, ttl: float = TTL, prefix: str = "pillpi
     keys = Keys(run, prefix)
     try:
         client = redis.Redis.from_url(check_url(url), socket_timeout=socket_timeout(), socket_connect_timeout=MARGIN,
-                                      retry=Retry(EqualJitterBackoff(cap=0.5, base=0.05), RETRIES))
+                                      retry=Retry(EqualJitterBackoff(cap=0.5, base=0.05), RETRIES),
+                                      max_connections=CONNECTIONS)
     except ValueError as exc:
         raise UsageError(f"--broker {url!r}: {exc}") from None
     broker = Broker(client, url, keys, ttl)

@@ -53,6 +53,9 @@ TTL = 5.0  # seconds: a worker's lease; renewed every TTL / 3
 BLOCK = 1.0  # seconds one BLMOVE blocks before the client looks again (and checks the run)
 MARGIN = 2.0  # seconds the socket waits beyond a blocking call before it calls the broker gone
 RETRIES = 3  # reconnection attempts per call before the broker counts as gone (backoff <= 0.5 s) ...
+CONNECTIONS = 100_000  # a client's pool: one connection per worker blocked in a take (redis-py 8's default
+# of 100 made the 101st blocked worker of a process fail "Too many connections"); the server's maxclients
+# (10,000 by default) is the real bound, over every process of a run
 RETRY_EVERY = 0.375  # ... mid-run, as many more as --broker-wait allows, about this far apart (0.25-0.5 s)
 ORPHAN_LOOKS = 3  # a worker process's heartbeats that found no coordinator's lease, in a row, before it leaves
 PILL_BYTES = b"PILL"  # never valid JSON for a record, which is an object: no record can collide

@@ -77,6 +77,15 @@ def test_a_run_with_real_waits_on_the_broker_interleaves_and_still_agrees(server
     assert report.comparable() == reference(**flags)
 
 
+@pytest.mark.parametrize("variant", ["threaded", "asyncio"])
+def test_a_process_holds_more_workers_than_redis_py_s_default_pool(server, variant):
+    """Each worker blocked in a take holds a connection: 150 API workers in one process (redis-py 8
+    pools 100 connections by default: the 101st failed "Too many connections")."""
+    flags = dict(files=300, api_workers=150, time_scale=0.01, seed=2)
+    report = RUNS[variant](fast(**flags, broker=server.url, run_id=new_run()))
+    assert report.comparable() == reference(**flags) and report.success == 300
+
+
 # No blocking Redis call on the event loop; every row committed before its record is acked ---------
 @pytest.fixture
 def committed(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, object]]:
@@ -214,6 +223,48 @@ def finished(children: list[subprocess.Popen], timeout: float = 60) -> list[int 
     return codes
 
 
+def look(server, run: str, what):
+    """``what(client, keys)`` on the run's keys: the test reads the broker, not the run's code."""
+    import redis
+
+    from pillpipe.common.broker import Keys
+
+    client = redis.Redis.from_url(server.url)
+    try:
+        return what(client, Keys(run))
+    finally:
+        client.close()
+
+
+def rows_on(server, run: str) -> int:
+    """How many terminal rows the run has on the broker (its progress)."""
+    return int(look(server, run, lambda client, keys: client.hlen(keys.rows)))
+
+
+def queued(server, run: str, stage: str) -> int:
+    from pillpipe.common.model import Stage
+
+    return int(look(server, run, lambda client, keys: client.llen(keys.queue(Stage(stage)))))
+
+
+def registered(server, run: str, stage: str, child: subprocess.Popen) -> bool:
+    """Whether a worker of process ``child`` holds a lease on ``stage`` (its workers run: its
+    signal handlers are in)."""
+    from pillpipe.common.model import Stage
+
+    members = look(server, run, lambda client, keys: client.zrange(keys.workers(Stage(stage)), 0, -1))
+    return any(f"/{child.pid}/" in m.decode() for m in members)
+
+
+def until(condition, timeout: float, what: str) -> None:
+    """Wait (bounded) for ``condition()``: a test that waits on the run, not on the machine's speed."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout} s: {what}")
+        time.sleep(0.05)
+
+
 @pytest.mark.parametrize("variant", ["asyncio", "threaded", "anyio"])
 def test_run_with_worker_processes_prints_the_in_process_report(server, variant):
     done = cli("pillpipe", "run", variant, "--broker", server.url, "--processes", "2", *FLAGS, timeout=120)
@@ -343,9 +394,10 @@ def test_a_worker_that_joins_late_and_one_that_dies_early_strand_nothing(server)
     children = [early, popen_worker(server, run, "s3", "asyncio", 2), popen_worker(server, run, "verify", "asyncio")]
     coordinator = dispatch(server, run, *chaos_flags(**flags))
     try:
-        time.sleep(1.0)
+        until(lambda: registered(server, run, "s3", early) and queued(server, run, "s3") > 0, 60,
+              "the early worker at work, S3 files still queued")
         early.kill()  # dies early, holding whatever it held: its sibling suffices
-        time.sleep(1.0)  # no API worker yet: the files wait on the broker
+        until(lambda: queued(server, run, "api") > 0, 60, "files waiting for an API worker")  # none yet
         children.append(popen_worker(server, run, "api", "threaded", 3))  # joins late
         code, report, err = outcome(coordinator)
         after = popen_worker(server, run, "api", "asyncio", 2)  # joins after the run: leaves at once
@@ -357,48 +409,6 @@ def test_a_worker_that_joins_late_and_one_that_dies_early_strand_nothing(server)
     report.pop("variant"), report.pop("timing")
     assert report == reference(**flags)
     assert codes == [-9, 0, 0, 0, 0], codes
-
-
-def look(server, run: str, what):
-    """``what(client, keys)`` on the run's keys: the test reads the broker, not the run's code."""
-    import redis
-
-    from pillpipe.common.broker import Keys
-
-    client = redis.Redis.from_url(server.url)
-    try:
-        return what(client, Keys(run))
-    finally:
-        client.close()
-
-
-def rows_on(server, run: str) -> int:
-    """How many terminal rows the run has on the broker (its progress)."""
-    return int(look(server, run, lambda client, keys: client.hlen(keys.rows)))
-
-
-def queued(server, run: str, stage: str) -> int:
-    from pillpipe.common.model import Stage
-
-    return int(look(server, run, lambda client, keys: client.llen(keys.queue(Stage(stage)))))
-
-
-def registered(server, run: str, stage: str, child: subprocess.Popen) -> bool:
-    """Whether a worker of process ``child`` holds a lease on ``stage`` (its workers run: its
-    signal handlers are in)."""
-    from pillpipe.common.model import Stage
-
-    members = look(server, run, lambda client, keys: client.zrange(keys.workers(Stage(stage)), 0, -1))
-    return any(f"/{child.pid}/" in m.decode() for m in members)
-
-
-def until(condition, timeout: float, what: str) -> None:
-    """Wait (bounded) for ``condition()``: a test that waits on the run, not on the machine's speed."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout} s: {what}")
-        time.sleep(0.05)
 
 
 @pytest.mark.timeout(180)
@@ -439,7 +449,7 @@ def test_a_stage_whose_every_worker_died_is_dead_after_broker_wait_not_a_hang(se
     children = [only, popen_worker(server, run, "s3", "threaded", 2), popen_worker(server, run, "verify", "threaded")]
     coordinator = dispatch(server, run, *chaos_flags(files=200, details=True, time_scale=0.02, broker_wait=2))
     try:
-        time.sleep(1.5)
+        until(lambda: registered(server, run, "api", only), 60, "the only API worker at work")
         only.kill()  # the only API worker: nobody takes the API queue any more
         code, report, err = outcome(coordinator, timeout=90)
     finally:
@@ -522,10 +532,11 @@ def test_an_orphaned_processing_list_is_swept_back_to_its_queue(server):
 def test_a_ctrl_c_drains_a_run_with_worker_processes_and_every_file_ends_once(server, variant):
     """SIGINT reaches the coordinator only (the worker processes have sessions of their own): files
     already started finish, the never-started are cancelled, the children leave on their pills."""
+    run = new_run()
     argv = [sys.executable, "-m", "pillpipe", "run", variant, "--broker", server.url, "--processes", "1",
-            *chaos_flags(files=300, details=True, time_scale=0.2)]
+            "--run", run, *chaos_flags(files=300, details=True, time_scale=0.2)]
     child = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(3.0)
+    until(lambda: child.poll() is not None or rows_on(server, run) >= 2, 60, "two files settled")
     child.send_signal(signal.SIGINT)
     code, report, err = outcome(child, timeout=120)
     assert code == 130, err

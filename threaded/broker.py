@@ -25,7 +25,7 @@ from redis.retry import Retry
 from redis.backoff import EqualJitterBackoff
 
 from pillpipe.common.broker import (
-    BLOCK, MARGIN, ORPHAN_LOOKS, PILL_BYTES, RETRIES, SCRIPTS, STAGES, TTL, Backlog, BrokerError, Keys, LeaseLost, block_for, check_url,
+    BLOCK, CONNECTIONS, MARGIN, ORPHAN_LOOKS, PILL_BYTES, RETRIES, SCRIPTS, STAGES, TTL, Backlog, BrokerError, Keys, LeaseLost, block_for, check_url,
     commit_args, counts_of, decode, encode, full_backoff, heartbeat_every, lease_lost, coordinator_gone, retries_for, row_of, shown,
     socket_timeout, sorted_rows, worker_id)
 from pillpipe.common.config import UsageError
@@ -41,7 +41,8 @@ def connect(url: str, run: str, *, ttl: float = TTL, prefix: str = "pillpipe", w
     keys = Keys(run, prefix)
     try:
         client = redis.Redis.from_url(check_url(url), socket_timeout=socket_timeout(), socket_connect_timeout=MARGIN,
-                                      retry=Retry(EqualJitterBackoff(cap=0.5, base=0.05), RETRIES))
+                                      retry=Retry(EqualJitterBackoff(cap=0.5, base=0.05), RETRIES),
+                                      max_connections=CONNECTIONS)
     except ValueError as exc:
         raise UsageError(f"--broker {url!r}: {exc}") from None
     broker = Broker(client, url, keys, ttl)

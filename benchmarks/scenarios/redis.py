@@ -145,7 +145,7 @@ class Redis(Scenario):
         def until(done: Any, what: str) -> None:
             deadline = time.monotonic() + 300
             while not done(*depths()):
-                if time.monotonic() > deadline or coordinator.poll() is not None:
+                if time.monotonic() > deadline or coordinator.poll() is not None or any(c.poll() for c in children):
                     raise RuntimeError(f"redis crowd {model} N={n}: not {what} within 300 s")
                 time.sleep(0.005)
 
