@@ -26,9 +26,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff
 
 from pillpipe.common.broker import (
-    BLOCK, CONNECTIONS, MARGIN, ORPHAN_LOOKS, PILL_BYTES, RETRIES, SCRIPTS, STAGES, TTL, Backlog, BrokerError, Keys, LeaseLost, block_for, check_url,
-    commit_args, counts_of, decode, encode, full_backoff, heartbeat_every, lease_lost, coordinator_gone, retries_for, row_of, shown,
-    socket_timeout, sorted_rows, worker_id)
+    BLOCK, CONNECTIONS, MARGIN, ORPHAN_LOOKS, PILL_BYTES, RETRIES, SCRIPTS, STAGES, TTL, Backlog, BrokerError, Keys,
+    LeaseLost, block_for, check_url, commit_args, coordinator_gone, counts_of, decode, encode, full_backoff,
+    heartbeat_every, lease_lost, retries_for, row_of, shown, socket_timeout, sorted_rows, worker_id)
 from pillpipe.common.config import UsageError
 from pillpipe.common.model import PILL, FileRecord, Message, Stage
 

@@ -247,8 +247,8 @@ class Redis(Scenario):
         lat, zero = result["latency"], result["zero"]
         by_cell = {(r["model"], r["cell"]): r for r in zero["rows"]}
         rows = [[r["model"], r["cell"], units.rate(r["files_per_s"]), units.seconds(r["wall_s"]),
-                 units.rate(by_cell[(r["model"], r["cell"])]["files_per_s"]),
-                 units.seconds(by_cell[(r["model"], r["cell"])]["wall_s"])] for r in lat["rows"]]
+                 *([units.rate(zr["files_per_s"]), units.seconds(zr["wall_s"])]
+                   if (zr := by_cell.get((r["model"], r["cell"]))) else ["-", "-"])] for r in lat["rows"]]
         hops = "; ".join(f"{model}: {hop['broker_us_per_file']:.0f} us per file on the broker's queues in one process "
                          f"against {hop['in_process_us_per_file']:.0f} us in process, about {hop['redis_hop_us']:.0f} us "
                          "more per hand-off" for model, hop in result["hop"].items())
