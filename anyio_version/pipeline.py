@@ -348,8 +348,11 @@ async def _on_broker(ctx: Context, url: str) -> None:
     a heartbeat task keeps this process's leases, and the coordinating process watches every stage."""
     from pillpipe.asyncio_version.broker import Heartbeat, Lane, connect
 
-    broker = await connect(url, ctx.run_id)
-    lanes = [Lane(broker, stage, ctx.config.queue_size, lambda: ctx.leaving) for stage in list(Stage)[1:]]
+    broker = await connect(url, ctx.run_id, wait=ctx.config.broker_wait)
+    if ctx.coordinates:  # the run's lease: a worker process whose coordinator is gone leaves
+        await broker.coordinate()
+    lanes = [Lane(broker, stage, ctx.config.queue_size, lambda: ctx.leaving, partial(_written, ctx))
+             for stage in list(Stage)[1:]]
     s3_lane, api_lane, verify_lane = lanes
     try:
         with _signals(ctx):
@@ -377,6 +380,8 @@ async def _on_broker(ctx: Context, url: str) -> None:
                 finally:  # on every exit path, as the other models do; a cancellation does not cut it short
                     with anyio.CancelScope(shield=True):
                         await _close_lanes(ctx, lanes)
+                        if broker.orphaned:
+                            ctx.coordinator_gone(broker.orphaned)
     finally:
         await broker.close()
 
@@ -396,6 +401,15 @@ async def _close_lanes(ctx: Context, lanes: list[Lane]) -> None:
     except BrokerError as exc:
         ctx.broker_gone(exc)
     ctx.ended()
+
+
+async def _written(ctx: Context, file_id: int) -> None:
+    """Before a worker acks file ``file_id`` on the broker: wait until the row this process settled
+    for it (if any) is committed by the writer, off the loop (a BrokerError if it could not be)."""
+    done = anyio.Event()
+    if ctx.unwritten(file_id, done.set):
+        await done.wait()
+    ctx.written(file_id)
 
 
 async def _watch(ctx: Context, lanes: list[Lane], done: anyio.Event) -> None:
@@ -443,6 +457,7 @@ async def _write(journal: Journal, wakes: MemoryObjectReceiveStream[None]) -> No
     while (rows := journal.batch()) is not None:
         if rows:
             await anyio.to_thread.run_sync(journal.commit, rows)
+            journal.written(rows)  # on the loop: a worker waiting for one of these rows acks now (--broker)
         else:
             with anyio.move_on_after(journal.idle()):
                 await wakes.receive()

@@ -19,29 +19,31 @@ from __future__ import annotations
 import asyncio
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Awaitable, Callable, Iterable, Iterator
 
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff
 
 from pillpipe.common.broker import (
-    BLOCK, MARGIN, PILL_BYTES, RETRIES, SCRIPTS, STAGES, TTL, Backlog, BrokerError, Keys, LeaseLost, block_for, check_url,
-    commit_args, counts_of, decode, encode, full_backoff, heartbeat_every, lease_lost, row_of, shown,
-    socket_timeout, sorted_rows, worker_id)
+    BLOCK, CONNECTIONS, MARGIN, ORPHAN_LOOKS, PILL_BYTES, RETRIES, SCRIPTS, STAGES, TTL, Backlog, BrokerError, Keys,
+    LeaseLost, block_for, check_url, commit_args, coordinator_gone, counts_of, decode, encode, full_backoff,
+    heartbeat_every, lease_lost, retries_for, row_of, shown, socket_timeout, sorted_rows, worker_id)
 from pillpipe.common.config import UsageError
-from pillpipe.common.model import PILL, Message, Stage
+from pillpipe.common.model import PILL, FileRecord, Message, Stage
 
 Full, Empty = asyncio.QueueFull, asyncio.QueueEmpty  # what asyncio.Queue raises: the same surface
 
 
-async def connect(url: str, run: str, *, ttl: float = TTL, prefix: str = "pillpipe") -> "Broker":
+async def connect(url: str, run: str, *, ttl: float = TTL, prefix: str = "pillpipe", wait: float = 0.0) -> "Broker":
     """A broker for run ``run`` at ``url``, checked with a PING; a bad URL is a UsageError, a broker
-    that cannot be reached (or is older than Redis 6.2) a BrokerError - one line each."""
+    that cannot be reached (or is older than Redis 6.2) a BrokerError - one line each.  From then
+    on a call retries reconnecting for about ``wait`` seconds (a broker restart) before it fails."""
     keys = Keys(run, prefix)
     try:
         client = redis.Redis.from_url(check_url(url), socket_timeout=socket_timeout(), socket_connect_timeout=MARGIN,
-                                      retry=Retry(EqualJitterBackoff(cap=0.5, base=0.05), RETRIES))
+                                      retry=Retry(EqualJitterBackoff(cap=0.5, base=0.05), RETRIES),
+                                      max_connections=CONNECTIONS)
     except ValueError as exc:
         raise UsageError(f"--broker {url!r}: {exc}") from None
     broker = Broker(client, url, keys, ttl)
@@ -49,6 +51,8 @@ async def connect(url: str, run: str, *, ttl: float = TTL, prefix: str = "pillpi
         with _errors(url):
             version = (await client.info("server")).get("redis_version", "0")
         broker.check_version(str(version))
+        if wait:
+            client.set_retry(Retry(EqualJitterBackoff(cap=0.5, base=0.05), retries_for(wait)))
     except BaseException:
         await client.aclose()
         raise
@@ -64,6 +68,9 @@ class Broker:
         self.ledger = RedisLedger(self)
         self.members: dict[Stage, set[str]] = {}  # this process's registered consumers, by stage
         self.lost: set[str] = set()  # consumers whose lease ran out under them
+        self.coordinating = False  # this process coordinates the run: its heartbeat renews the run's lease
+        self.orphaned: str | None = None  # why, once the run's coordinator is gone (a worker process's heartbeat)
+        self._missed = 0  # looks in a row that found no coordinator's lease
 
     def check_version(self, version: str) -> None:
         if tuple(int(p) for p in version.split(".")[:2] if p.isdigit()) < (6, 2):
@@ -84,6 +91,21 @@ class Broker:
         """``worker`` left: its lease is no longer this process's to renew."""
         self.members.get(stage, set()).discard(worker)
 
+    async def coordinate(self) -> None:
+        """This process coordinates the run: its lease (``ttl``) starts now, renewed with the workers'."""
+        self.coordinating = True
+        await self._lead()
+
+    async def led(self) -> bool:
+        """A worker process's look at its run: False once the coordinator's lease has run out with
+        the run not ended (it was killed): ``orphaned`` says why, and the workers leave."""
+        with _errors(self.url):
+            lease, ended = await self.client.mget([self.keys.coordinator, self.keys.ended(Stage.VERIFY)])
+        self._missed = self._missed + 1 if lease is None and ended is None else 0
+        if self._missed >= ORPHAN_LOOKS:  # not one look: after a broker restart the coordinator renews it anew
+            self.orphaned = self.orphaned or coordinator_gone(self.keys.run, self.ttl)
+        return self.orphaned is None
+
     async def live(self, stage: Stage) -> int:
         """How many consumers of ``stage`` hold a lease that has not run out (on any machine)."""
         return int(await self.call("live", [self.keys.workers(stage)], []))
@@ -100,6 +122,8 @@ class Broker:
         """Extend the lease of every consumer this process registered; returns those already lost."""
         members = {stage: sorted(workers) for stage, workers in self.members.items() if workers}
         lost: list[str] = []
+        if self.coordinating:
+            await self._lead()
         for stage, workers in members.items():
             gone = await self.call("renew", [self.keys.workers(stage)], [int(self.ttl * 1000), *workers])
             lost += [w.decode() for w in gone]
@@ -141,6 +165,10 @@ class Broker:
         with _errors(self.url):
             return await self.scripts[script](keys=keys, args=args)
 
+    async def _lead(self) -> None:
+        with _errors(self.url):
+            await self.client.set(self.keys.coordinator, b"1", px=int(self.ttl * 1000))
+
     def _stage_keys(self, stage: Stage) -> list[str]:
         return [self.keys.workers(stage), self.keys.queue(stage)]
 
@@ -168,6 +196,10 @@ class BrokerQueue:
         deadline = None if timeout is None else time.monotonic() + timeout
         attempt = 0
         while not await self.broker.call("put", [self.key], [self.maxsize, raw]):
+            if self.broker.orphaned:  # nobody will empty this queue: the record goes on it, over its bound
+                with _errors(self.broker.url):
+                    await self.broker.client.lpush(self.key, raw)
+                return
             remaining = None if deadline is None else deadline - time.monotonic()
             if not block or (remaining is not None and remaining <= 0):
                 raise Full
@@ -256,6 +288,8 @@ class Heartbeat:
             try:
                 await self.broker.renew()
                 await self.broker.reclaim()
+                if not self.broker.coordinating:
+                    await self.broker.led()
                 self.error = None
             except BrokerError as exc:
                 self.error = exc
@@ -294,16 +328,23 @@ class RedisLedger:
             return counts_of(await self.broker.client.hgetall(self.broker.keys.counts))
 
 
+async def _nothing_to_write(file_id: int) -> None:
+    """A Lane's default: no row of this process waits to be committed (no journal, as in the tests)."""
+
+
 class Lane:
     """A stage's queue as one process's pipeline sees it (``--broker``): every producer puts
     through one put side; each consumer takes through its own registered view, made on its first
     ``get`` - so the pipeline hands its workers one queue, as in one process."""
 
     def __init__(self, broker: Broker, stage: Stage, maxsize: int = 0,
-                 stopping: Callable[[], bool] = lambda: False) -> None:
+                 stopping: Callable[[], bool] = lambda: False,
+                 written: Callable[[int], Awaitable[None]] = _nothing_to_write) -> None:
         self.broker, self.stage, self.maxsize, self.stopping = broker, stage, maxsize, stopping
+        self.written = written  # returns once a file's row settled in this process is on the broker
         self.outbox = broker.queue(stage, maxsize)
         self.views: dict[str, BrokerQueue] = {}  # worker name -> its own view (each worker touches only its own)
+        self.holding: dict[str, int] = {}  # worker name -> the id of the record it took and has not acked
         self.depth = 0  # items queued at the coordinator's last look (the progress view's depth)
 
     async def put(self, item: Message, block: bool = True, timeout: float | None = None) -> None:
@@ -324,15 +365,30 @@ class Lane:
         if view is None:
             view = self.views[name] = await self.broker.consumer(self.stage, name, self.maxsize)
         if view.held is not None:
-            await view.task_done()
-        if self.stopping():
+            await self._ack(name, view)
+        if self.stopping() or self.broker.orphaned:
             return PILL
         while True:
             try:
-                return await view.get(timeout=BLOCK)
+                message = await view.get(timeout=BLOCK)
+            except LeaseLost:  # its lease ran out (a broker restart, a stall): it held nothing; it registers again
+                view = self.views[name] = await self.broker.consumer(self.stage, name, self.maxsize)
+                continue
             except Empty:
-                if self.stopping() or await self.ended():
+                if self.stopping() or self.broker.orphaned or await self.ended():
                     return PILL
+            else:
+                if isinstance(message, FileRecord):
+                    self.holding[name] = message.id
+                return message
+
+    async def _ack(self, name: str, view: BrokerQueue) -> None:
+        """The ack of what worker ``name`` holds - once the row of a file it settled is committed
+        (the journal's writer commits it; a row that could not be is a BrokerError: no ack)."""
+        file_id = self.holding.pop(name, None)
+        if file_id is not None:
+            await self.written(file_id)
+        await view.task_done()
 
     async def leave(self, name: str, ack: bool = True) -> None:
         """Worker ``name`` leaves: what it holds is acked (``ack``: it was passed on or settled) or
@@ -341,7 +397,8 @@ class Lane:
         if view is None:
             return
         if ack and view.held is not None:
-            await view.task_done()
+            await self._ack(name, view)
+        self.holding.pop(name, None)
         await view.leave()
 
     async def abandon(self, name: str) -> None:

@@ -379,8 +379,11 @@ async def _on_broker(ctx: Context, url: str) -> AsyncIterator[list[Channel]]:
     dead's), and in the coordinating process a task that watches every stage (``_watch``)."""
     from pillpipe.asyncio_version.broker import Heartbeat, Lane, connect
 
-    broker = await connect(url, ctx.run_id)
-    lanes = [Lane(broker, stage, ctx.config.queue_size, lambda: ctx.leaving) for stage in list(Stage)[1:]]
+    broker = await connect(url, ctx.run_id, wait=ctx.config.broker_wait)
+    if ctx.coordinates:  # the run's lease: a worker process whose coordinator is gone leaves
+        await broker.coordinate()
+    lanes = [Lane(broker, stage, ctx.config.queue_size, lambda: ctx.leaving, partial(_written, ctx))
+             for stage in list(Stage)[1:]]
     try:
         async with Heartbeat(broker):
             done = asyncio.Event()  # the watch ends by this flag: redis.asyncio may swallow a cancellation
@@ -393,6 +396,8 @@ async def _on_broker(ctx: Context, url: str) -> AsyncIterator[list[Channel]]:
                 if watch is not None:
                     await watch
                 await _close_lanes(ctx, lanes)
+                if broker.orphaned:
+                    ctx.coordinator_gone(broker.orphaned)
     finally:
         await broker.close()
 
@@ -412,6 +417,15 @@ async def _close_lanes(ctx: Context, lanes: list[Lane]) -> None:
     except BrokerError as exc:
         ctx.broker_gone(exc)
     ctx.ended()
+
+
+async def _written(ctx: Context, file_id: int) -> None:
+    """Before a worker acks file ``file_id`` on the broker: wait until the row this process settled
+    for it (if any) is committed by the writer, off the loop (a BrokerError if it could not be)."""
+    done = asyncio.Event()
+    if ctx.unwritten(file_id, done.set):
+        await done.wait()
+    ctx.written(file_id)
 
 
 async def _watch(ctx: Context, lanes: list[Lane], done: asyncio.Event) -> None:
@@ -461,6 +475,7 @@ async def _write(journal: Journal, wake: asyncio.Event) -> None:
     while (rows := journal.batch()) is not None:
         if rows:
             await asyncio.to_thread(journal.commit, rows)
+            journal.written(rows)  # on the loop: a worker waiting for one of these rows acks now (--broker)
         else:
             wake.clear()
             try:

@@ -15,6 +15,7 @@ Key layout of one run (``{RUN}`` is a Redis hash tag: every key of a run lands i
     pillpipe:{RUN}:config                 string the run's workload as JSON, written once by its coordinator
     pillpipe:{RUN}:ended:STAGE            string set once STAGE's stream has ended (a late joiner reads a pill)
     pillpipe:{RUN}:errors                 list  what went wrong in any process (a dead worker), for the report
+    pillpipe:{RUN}:coordinator            string the coordinating process's lease (expires TTL after its last beat)
 
 The reliable queue: a consumer takes an item with an atomic move into its own processing list
 (``LMOVE``/``BLMOVE queue processing RIGHT LEFT``) and removes it (``LREM``) only once the file has
@@ -35,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import re
 import socket
@@ -50,7 +52,12 @@ STAGES = (Stage.S3, Stage.API, Stage.VERIFY)  # the stages with an input queue
 TTL = 5.0  # seconds: a worker's lease; renewed every TTL / 3
 BLOCK = 1.0  # seconds one BLMOVE blocks before the client looks again (and checks the run)
 MARGIN = 2.0  # seconds the socket waits beyond a blocking call before it calls the broker gone
-RETRIES = 3  # reconnection attempts per call before the broker counts as gone (backoff <= 0.5 s)
+RETRIES = 3  # reconnection attempts per call before the broker counts as gone (backoff <= 0.5 s) ...
+CONNECTIONS = 100_000  # a client's pool: one connection per worker blocked in a take (redis-py 8's default
+# of 100 made the 101st blocked worker of a process fail "Too many connections"); the server's maxclients
+# (10,000 by default) is the real bound, over every process of a run
+RETRY_EVERY = 0.375  # ... mid-run, as many more as --broker-wait allows, about this far apart (0.25-0.5 s)
+ORPHAN_LOOKS = 3  # a worker process's heartbeats that found no coordinator's lease, in a row, before it leaves
 PILL_BYTES = b"PILL"  # never valid JSON for a record, which is an object: no record can collide
 _RUN_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _MOD = 1 << 256
@@ -61,6 +68,12 @@ class BrokerError(SetupError):
     (a ``SetupError``: the command line says it in one line and exits 69)."""
 
     exit_code = 69  # EX_UNAVAILABLE (sysexits.h): for the command line when it wires a broker in
+
+
+def coordinator_gone(run: str, ttl: float) -> str:
+    """Why the workers of a process leave when their run's coordinator is gone (one line)."""
+    return (f"the coordinator of run {run} is gone (its lease ran out {ttl:g} s after its last heartbeat, the run "
+            "never ended): these workers left")
 
 
 class LeaseLost(BrokerError):
@@ -151,6 +164,11 @@ class Keys:
         return f"{self.base}:errors"
 
     @property
+    def coordinator(self) -> str:
+        """The coordinating process's lease: set with a TTL, renewed by its heartbeat."""
+        return f"{self.base}:coordinator"
+
+    @property
     def pattern(self) -> str:
         """Matches every key of the run (for ``SCAN``), and nothing of another run."""
         return f"{self.base}:*"
@@ -203,6 +221,13 @@ def full_backoff(attempt: int) -> float:
 def socket_timeout() -> float:
     """A reply may take a BLMOVE's ``BLOCK`` plus ``MARGIN``; no reply by then: the broker is gone."""
     return BLOCK + MARGIN
+
+
+def retries_for(wait: float) -> int:
+    """Reconnection attempts that span about ``wait`` seconds (``--broker-wait``): a broker restarted
+    within it - with persistence, its keys intact - lets the run go on.  At the start a client checks
+    the broker with ``RETRIES`` only (a broker that is not there is said in about a second)."""
+    return RETRIES + math.ceil(wait / RETRY_EVERY)
 
 
 def heartbeat_every(ttl: float) -> float:

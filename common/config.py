@@ -74,7 +74,8 @@ class Config:
     broker: str | None = None  # --broker URL: the queues and the ledger live in Redis (docs/redis.md)
     run_id: str | None = None  # --run ID: the run's name on the broker (a new one when None)
     processes: int = 0  # --processes K: worker processes per stage that ``pillpipe run`` starts
-    broker_wait: float = 30.0  # seconds a stage may hold files with no live consumer before it is dead
+    broker_wait: float = 30.0  # seconds a stage may hold files with no live consumer before it is dead;
+    # also how long a client retries reconnecting to a broker that went away
     role: str = "all"  # this process's part in a run across processes (ROLES; set by a command, not a flag)
     fault_plan: FaultPlan = field(init=False, repr=False, compare=False)
 
@@ -526,7 +527,9 @@ def build_parser(prog: str, description: str, variant: str | None = None) -> arg
                                    "them; 0: every worker in this process (default %(default)s)"))
     b.add_argument("--broker-wait", type=_number, default=d.broker_wait, metavar="S",
                    help=model_help("broker", "seconds a stage may hold files with no live consumer before the run "
-                                   "calls it dead, cancels them and exits 70 (default %(default)s)"))
+                                   "calls it dead, cancels them and exits 70; also how long a client retries "
+                                   "reconnecting to a broker that went away (a restart) before the run exits 69 "
+                                   "(default %(default)s)"))
     o = p.add_argument_group("output")
     o.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout "
                                                       "(event lines go to stderr)")

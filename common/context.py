@@ -23,7 +23,7 @@ from .faults import FileDeath, InjectedCrash
 from .handoff import Hands, hands_for
 from .journal import Journal
 from .ledger import Ledger
-from .broker import Backlog
+from .broker import Backlog, BrokerError
 from .model import FileRecord, Message, Outcome, Rejected, Stage
 from .progress import Progress, Snapshot, wanted
 from .realio import RealIO, Using
@@ -411,6 +411,19 @@ class Context:
                                 "cancelling what it holds, draining the rest")
         return True
 
+    def unwritten(self, file_id: int, wake: Callable[[], None]) -> bool:
+        """A worker is about to ack file ``file_id``'s record on the broker: True when this process
+        settled a row of it that the writer has not committed yet - ``wake`` is called (by the
+        writer, on its thread or loop) once it is.  The variant's ``_written`` waits for that."""
+        return self.journal.after(file_id, wake)
+
+    def written(self, file_id: int) -> None:
+        """After the wait: a row of ``file_id`` that could not be committed is a BrokerError - the
+        record is not acked, so it goes back to a sibling once this worker's lease ends."""
+        if self.journal.pending(file_id):
+            raise BrokerError(f"file {file_id}'s outcome could not be committed to the broker: "
+                              f"{self.journal.failure or self.remote.gone or 'the broker is gone'}")
+
     def broker_gone(self, exc: BaseException) -> None:
         """The broker went away: said once; the run aborts (the report says ``stopped_by: broker``;
         exit code 69)."""
@@ -422,6 +435,14 @@ class Context:
         if self.stop.stopped_by is None:
             self.stop.stopped_by = "broker"
         self.stop.abort("the broker is gone")
+
+    def coordinator_gone(self, why: str) -> None:
+        """A worker process found its run's coordinator gone (its lease ran out, the run not ended):
+        its workers took no more files and left; the report says ``stopped_by: coordinator`` and
+        ``pillpipe worker`` exits 75."""
+        if self.stop.stopped_by is None:
+            self.stop.stopped_by = "coordinator"
+            self.ledger.errors.append(why)
 
     def ended(self) -> None:
         """The coordinating process is done: every stream on the broker counts as ended."""

@@ -17,6 +17,10 @@ fsync, per file, as SQLite's defaults would have it; ``batched``: the same batch
 writer's).  Whatever is pending when the run ends is committed by ``close``, after the event
 loop is gone.
 
+On a broker (``--broker``, ``acks``) a worker acks a record only once the row of the file it
+settled is committed: it asks ``after`` to be woken, the writer calls ``written`` after each
+commit (on its own thread or loop), and a row still ``pending`` then was not committed.
+
 A commit that fails (a full disk, an I/O error) is kept, not raised: the run stops like a drain
 (``on_failure``), the rows settled from then on are not written, and every batch committed before
 it stands.  A file counts as settled for a resume only once its row is committed.
@@ -29,7 +33,7 @@ from typing import Any, Callable, Iterator
 from .config import Config
 from .events import Events
 from .sqlite_store import SqliteStore
-from .store import Batcher, Item, Row, Settled, StateWriteError, Store, identity, restore_all
+from .store import Batcher, FileRow, Item, Row, Settled, StateWriteError, Store, identity, restore_all
 
 BEHIND = 4  # batches pending at once: the writer commits holding the ledger's lock (threads wait)
 
@@ -39,7 +43,7 @@ class Journal:
 
     def __init__(self, store: Store | None = None, lock: AbstractContextManager[Any] | None = None,
                  on_failure: Callable[[str], None] | None = None, inline: bool = False,
-                 batcher: Batcher | None = None) -> None:
+                 batcher: Batcher | None = None, acks: bool = False) -> None:
         self.store = store
         self.settled = Settled()  # what earlier runs settled: a resumed run skips it
         self.failure: str | None = None  # why the state could not be written (then nothing more is)
@@ -52,6 +56,9 @@ class Journal:
         self._had_writer = False  # once a writer ran, only it and ``close`` commit
         self._stopping = False
         self._failed: str | None = None  # set by ``commit`` on whatever thread ran it; announced by ``_check``
+        self._acks = acks  # a worker waits for its file's row before it acks the record (``after``; --broker)
+        self._unwritten: dict[int, int] = {}  # file id -> its rows taken by the sink and not yet committed
+        self._waiting: dict[int, list[Callable[[], None]]] = {}  # file id -> who waits for its row (``after``)
 
     @classmethod
     def open(cls, config: Config, ledger: Any, lock: AbstractContextManager[Any] | None = None,
@@ -91,6 +98,8 @@ class Journal:
     # The ledger's side (called under the ledger's lock) ----------------------------------
     def sink(self, row: Row) -> None:
         """A file (or rejected line) reached its terminal state: queue its row for the next commit."""
+        if self._acks and isinstance(row, FileRow):  # its worker waits for it before the ack (``after``)
+            self._unwritten[row.id] = self._unwritten.get(row.id, 0) + 1
         if self._failed is not None or self.failure is not None:
             return  # the state cannot be written any more: the run is stopping
         batcher = self._batcher
@@ -140,6 +149,41 @@ class Journal:
                 self._write(rows)
         else:
             self._write(rows)
+
+    def written(self, rows: list[Row]) -> None:
+        """The writer committed ``rows`` (called on the writer's own thread or event loop, after
+        ``commit``): whoever waits for one of their files (``after``) goes on.  A commit that
+        failed releases every waiter: it finds its row still unwritten (``pending``)."""
+        if not self._acks:
+            return
+        with self._lock:
+            if self._failed is None:
+                for row in rows:
+                    if isinstance(row, FileRow) and (left := self._unwritten.get(row.id, 0) - 1) >= 0:
+                        if left:
+                            self._unwritten[row.id] = left
+                        else:
+                            del self._unwritten[row.id]
+            ready = [i for i in self._waiting if self._failed is not None or i not in self._unwritten]
+            wakes = [wake for i in ready for wake in self._waiting.pop(i)]
+        for wake in wakes:
+            wake()
+
+    def after(self, file_id: int, wake: Callable[[], None]) -> bool:
+        """Call ``wake`` once file ``file_id``'s row is committed (by the writer, from its thread
+        or loop): True when it waits for that, False (``wake`` dropped) when no row of it is pending."""
+        with self._lock:
+            if file_id not in self._unwritten:
+                return False
+            if self._failed is not None:
+                return False
+            self._waiting.setdefault(file_id, []).append(wake)
+            return True
+
+    def pending(self, file_id: int) -> bool:
+        """Whether a row of file ``file_id`` was settled here and is not committed (a failed commit)."""
+        with self._lock:
+            return file_id in self._unwritten
 
     def _write(self, rows: list[Row]) -> None:
         if self._failed is not None or self.store is None:

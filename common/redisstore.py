@@ -19,7 +19,8 @@ import json
 import time
 from typing import Any, Iterable, Iterator, Sequence
 
-from .broker import COMMIT, MARGIN, RETRIES, BrokerError, Keys, commit_args, counts_of, row_of, shown, socket_timeout
+from .broker import (COMMIT, MARGIN, RETRIES, TTL, BrokerError, Keys, commit_args, counts_of, retries_for, row_of,
+                     shown, socket_timeout)
 from .config import Config, UsageError
 from .model import Stage
 from .store import FileRow, RejectedRow, Row, StateWriteError
@@ -60,9 +61,10 @@ class RedisStore:
         self._errors = _client_errors()
 
     @classmethod
-    def open(cls, url: str, run: str) -> "RedisStore":
+    def open(cls, url: str, run: str, wait: float = 0.0) -> "RedisStore":
         """Connect to run ``run`` at ``url`` and check the broker answers (a PING): a BrokerError,
-        one line, when it does not."""
+        one line, when it does not.  From then on a call retries reconnecting for about ``wait``
+        seconds (a broker restart) before it fails."""
         try:
             import redis
             from redis.backoff import EqualJitterBackoff
@@ -78,6 +80,8 @@ class RedisStore:
         store = cls(client, url, keys)
         try:
             store._call(client.ping)
+            if wait:
+                client.set_retry(Retry(EqualJitterBackoff(cap=0.5, base=0.05), retries_for(wait)))
         except BaseException:
             client.close()
             raise
@@ -90,6 +94,7 @@ class RedisStore:
         if not self._call(self.client.set, self.keys.config, text, nx=True):
             raise UsageError(f"--run {self.keys.run}: a run of that name is already on the broker {shown(self.url)} "
                              "(choose another --run)")
+        self._call(self.client.set, self.keys.coordinator, b"1", px=int(TTL * 1000))  # the coordinator's lease starts
 
     def workload(self, wait: float) -> dict[str, Any]:
         """The run's workload as its coordinator published it, waiting up to ``wait`` seconds for it."""

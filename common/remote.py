@@ -61,7 +61,7 @@ class Remote:
                        Stage.VERIFY: 1}
         self.store: RedisStore | None = None
         if self.on:
-            self.store = RedisStore.open(self.url, self.run)  # a broker that is not there: BrokerError, exit 69
+            self.store = RedisStore.open(self.url, self.run, self.wait)  # a broker that is not there: BrokerError, exit 69
             if self.coordinates:
                 self.store.publish(config)
 
@@ -82,10 +82,14 @@ class Remote:
 
     def journal(self, ledger: Ledger, lock: AbstractContextManager[Any] | None,
                 on_failure: Callable[[str], None]) -> Journal:
-        """The ledger's rows go to the broker, each committed where it settles, before its record is
-        acked (one row a batch: a row pending in a batch would be lost with a killed process)."""
+        """The ledger's rows go to the broker through the variant's writer (a thread; a task that
+        hands each commit to a thread in asyncio and anyio: never a blocking call on the event
+        loop), due at once - whatever settled while a commit was on its way goes in the next one
+        (a group commit).  A worker waits for its file's row to be committed before it acks the
+        record (``Context.unwritten``, the Lane's ack): a kill -9 at any instant loses no outcome."""
         assert self.on
-        journal = Journal(RedisStore.open(self.url, self.run), lock, on_failure, inline=True, batcher=Batcher(size=1))
+        journal = Journal(RedisStore.open(self.url, self.run, self.wait), lock, on_failure, batcher=Batcher(interval=0.0),
+                          acks=True)
         ledger.keep(journal.sink)
         return journal
 

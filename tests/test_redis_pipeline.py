@@ -12,6 +12,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -74,6 +75,84 @@ def test_a_run_with_real_waits_on_the_broker_interleaves_and_still_agrees(server
     flags = dict(files=30, time_scale=0.002, fail_rate=0.2, retries=1, seed=11, s3_workers=4, api_workers=3)
     report = RUNS[variant](fast(**flags, broker=server.url))
     assert report.comparable() == reference(**flags)
+
+
+@pytest.mark.parametrize("variant", ["threaded", "asyncio"])
+def test_a_process_holds_more_workers_than_redis_py_s_default_pool(server, variant):
+    """Each worker blocked in a take holds a connection: 150 API workers in one process (redis-py 8
+    pools 100 connections by default: the 101st failed "Too many connections")."""
+    flags = dict(files=300, api_workers=150, time_scale=0.01, seed=2)
+    report = RUNS[variant](fast(**flags, broker=server.url, run_id=new_run()))
+    assert report.comparable() == reference(**flags) and report.success == 300
+
+
+# No blocking Redis call on the event loop; every row committed before its record is acked ---------
+@pytest.fixture
+def committed(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, object]]:
+    """Every commit of rows to the broker, and every ack: for a commit its rows, its thread and
+    the event loop running there (if any); for an ack the file, its stage, and whether its row
+    was committed by then (tests/test_durable.py's ``commits``, for the broker)."""
+    import sniffio
+
+    from pillpipe.asyncio_version import broker as async_broker
+    from pillpipe.common.broker import decode
+    from pillpipe.common.model import FileRecord
+    from pillpipe.common.redisstore import RedisStore
+    from pillpipe.threaded import broker as thread_broker
+
+    seen: list[dict[str, object]] = []
+    done: set[int] = set()
+    commit = RedisStore.commit
+
+    def spy(self: RedisStore, rows):
+        try:
+            loop = sniffio.current_async_library()
+        except sniffio.AsyncLibraryNotFoundError:
+            loop = None
+        won = commit(self, rows)
+        done.update(row.id for row in rows)
+        seen.append({"rows": [row.id for row in rows], "thread": threading.current_thread().name, "loop": loop})
+        return won
+
+    def acked(queue_) -> dict[str, object] | None:
+        message = decode(queue_.held, queue_.key) if queue_.held is not None else None
+        if not isinstance(message, FileRecord):
+            return None
+        return {"ack": message.id, "stage": queue_.stage.value, "committed": message.id in done}
+
+    sync_ack, async_ack = thread_broker.BrokerQueue.task_done, async_broker.BrokerQueue.task_done
+
+    def sync_spy(self):
+        seen.append(acked(self) or {})
+        return sync_ack(self)
+
+    async def async_spy(self):
+        seen.append(acked(self) or {})
+        return await async_ack(self)
+
+    monkeypatch.setattr(RedisStore, "commit", spy)
+    monkeypatch.setattr(thread_broker.BrokerQueue, "task_done", sync_spy)
+    monkeypatch.setattr(async_broker.BrokerQueue, "task_done", async_spy)
+    return seen
+
+
+@pytest.mark.parametrize("variant", list(RUNS))
+def test_no_row_is_committed_on_the_event_loop_and_each_before_its_ack(server, variant, committed):
+    """asyncio and anyio hand each commit to a thread (the journal's writer, as for --state);
+    threads commit on the writer thread, never in a worker.  And the verifier's ack of a record
+    waits for the row of its verdict: a kill -9 at any instant loses no outcome."""
+    flags = dict(files=400, fail_rate=0.2, retries=1, seed=5, details=True, queue_size=20)
+    report = RUNS[variant](fast(**flags, broker=server.url, run_id=new_run()))
+    assert report.comparable() == reference(**flags)
+    commits = [c for c in committed if "rows" in c]
+    assert sorted(i for c in commits for i in c["rows"]) == list(range(1, 401))  # type: ignore[attr-defined]
+    assert all(c["loop"] is None for c in commits), commits
+    threads = {str(c["thread"]) for c in commits}
+    assert not any(name.startswith(("Dispatcher", "S3-Worker", "API-Worker", "Verifier")) for name in threads)
+    if variant == "threaded":
+        assert threads <= {"State-Writer", "MainThread"}
+    acks = [a for a in committed if a.get("stage") == "verify"]  # the verifier settles every file it acks
+    assert len(acks) >= 400 and all(a["committed"] for a in acks), [a for a in acks if not a["committed"]][:5]
 
 
 # Bad input and a broker that is not there -----------------------------------------------------
@@ -142,6 +221,48 @@ def finished(children: list[subprocess.Popen], timeout: float = 60) -> list[int 
             child.wait()
             codes.append(None)
     return codes
+
+
+def look(server, run: str, what):
+    """``what(client, keys)`` on the run's keys: the test reads the broker, not the run's code."""
+    import redis
+
+    from pillpipe.common.broker import Keys
+
+    client = redis.Redis.from_url(server.url)
+    try:
+        return what(client, Keys(run))
+    finally:
+        client.close()
+
+
+def rows_on(server, run: str) -> int:
+    """How many terminal rows the run has on the broker (its progress)."""
+    return int(look(server, run, lambda client, keys: client.hlen(keys.rows)))
+
+
+def queued(server, run: str, stage: str) -> int:
+    from pillpipe.common.model import Stage
+
+    return int(look(server, run, lambda client, keys: client.llen(keys.queue(Stage(stage)))))
+
+
+def registered(server, run: str, stage: str, child: subprocess.Popen) -> bool:
+    """Whether a worker of process ``child`` holds a lease on ``stage`` (its workers run: its
+    signal handlers are in)."""
+    from pillpipe.common.model import Stage
+
+    members = look(server, run, lambda client, keys: client.zrange(keys.workers(Stage(stage)), 0, -1))
+    return any(f"/{child.pid}/" in m.decode() for m in members)
+
+
+def until(condition, timeout: float, what: str) -> None:
+    """Wait (bounded) for ``condition()``: a test that waits on the run, not on the machine's speed."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout} s: {what}")
+        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("variant", ["asyncio", "threaded", "anyio"])
@@ -273,9 +394,10 @@ def test_a_worker_that_joins_late_and_one_that_dies_early_strand_nothing(server)
     children = [early, popen_worker(server, run, "s3", "asyncio", 2), popen_worker(server, run, "verify", "asyncio")]
     coordinator = dispatch(server, run, *chaos_flags(**flags))
     try:
-        time.sleep(1.0)
+        until(lambda: registered(server, run, "s3", early) and queued(server, run, "s3") > 0, 60,
+              "the early worker at work, S3 files still queued")
         early.kill()  # dies early, holding whatever it held: its sibling suffices
-        time.sleep(1.0)  # no API worker yet: the files wait on the broker
+        until(lambda: queued(server, run, "api") > 0, 60, "files waiting for an API worker")  # none yet
         children.append(popen_worker(server, run, "api", "threaded", 3))  # joins late
         code, report, err = outcome(coordinator)
         after = popen_worker(server, run, "api", "asyncio", 2)  # joins after the run: leaves at once
@@ -290,13 +412,44 @@ def test_a_worker_that_joins_late_and_one_that_dies_early_strand_nothing(server)
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.parametrize("queue_size", [0, 2])
+def test_a_coordinator_killed_mid_run_never_strands_its_workers(server, queue_size):
+    """kill -9 the dispatching process mid-run: its lease runs out (TTL, as a worker's), and every
+    worker process - busy or idle, threads or coroutines, a bounded queue or not - leaves: one line
+    on stderr, exit 75, within a bounded time; nothing hangs."""
+    from pillpipe.common.broker import TTL
+    from pillpipe.processes import EXIT_ORPHANED
+
+    run = new_run()
+    children = [popen_worker(server, run, "s3", "threaded", 2), popen_worker(server, run, "s3", "asyncio", 2),
+                popen_worker(server, run, "api", "asyncio", 2), popen_worker(server, run, "api", "anyio", 2),
+                popen_worker(server, run, "verify", "threaded")]
+    coordinator = dispatch(server, run, *chaos_flags(files=400, time_scale=0.05, queue_size=queue_size))
+    try:
+        until(lambda: rows_on(server, run) >= 3 or coordinator.poll() is not None, 60, "three files settled")
+        assert coordinator.poll() is None, "the run ended before the kill: slow it down"
+        coordinator.kill()  # SIGKILL: no ended flags, no pills; its lease is no longer renewed
+        coordinator.wait()
+        killed = time.monotonic()
+        codes = finished(children, timeout=TTL + 20)
+        took = time.monotonic() - killed
+    finally:
+        finished(children)
+    assert codes == [EXIT_ORPHANED] * len(children), codes
+    assert took < TTL + 20
+    for child in children:
+        lines = child.stderr.read().splitlines()
+        assert len(lines) == 1 and f"the coordinator of run {run} is gone" in lines[0], lines
+
+
+@pytest.mark.timeout(180)
 def test_a_stage_whose_every_worker_died_is_dead_after_broker_wait_not_a_hang(server):
     run = new_run()
     only = popen_worker(server, run, "api", "asyncio", 1)
     children = [only, popen_worker(server, run, "s3", "threaded", 2), popen_worker(server, run, "verify", "threaded")]
     coordinator = dispatch(server, run, *chaos_flags(files=200, details=True, time_scale=0.02, broker_wait=2))
     try:
-        time.sleep(1.5)
+        until(lambda: registered(server, run, "api", only), 60, "the only API worker at work")
         only.kill()  # the only API worker: nobody takes the API queue any more
         code, report, err = outcome(coordinator, timeout=90)
     finally:
@@ -312,16 +465,46 @@ def test_a_stage_whose_every_worker_died_is_dead_after_broker_wait_not_a_hang(se
 @pytest.mark.parametrize("variant", ["threaded", "asyncio"])
 def test_a_broker_killed_mid_run_is_exit_69_and_a_report_not_a_hang(variant):
     need_redis()
+    run = new_run()
     with RedisServer() as broker:
         argv = [sys.executable, "-m", "pillpipe", "run", variant, "--broker", broker.url, "--processes", "1",
-                "--files", "400", "--time-scale", "0.05", "--json", "--quiet"]
+                "--run", run, "--files", "400", "--time-scale", "0.05", "--broker-wait", "2", "--json", "--quiet"]
         child = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(3.0)
-        broker.kill()  # SIGKILL: the broker vanishes mid-run
+        until(lambda: child.poll() is not None or rows_on(broker, run) >= 3, 60, "three files settled")
+        broker.kill()  # SIGKILL: the broker vanishes mid-run (not restarted within --broker-wait)
         code, report, err = outcome(child, timeout=90)
     assert code == 69, err
     assert report["stopped_by"] == "broker"
     assert any("unreachable" in e for e in report["errors"]), report["errors"]
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("variant, down", [("threaded", 1.0), ("asyncio", 7.0)], ids=["threaded-1s", "asyncio-7s"])
+def test_a_broker_restarted_with_persistence_lets_the_run_go_on(variant, down):
+    """kill -9 the broker mid-run (append-only file, fsync always) and start it again on its port
+    within --broker-wait: every client reconnects and the run ends with the in-process report.
+    Down for 7 s, longer than a lease: the leases ran out - files are worked again, first write
+    wins - and every worker registers again."""
+    need_redis()
+    run, flags = new_run(), dict(files=300, seed=3, fail_rate=0.1, retries=1, details=True, time_scale=0.03)
+    with RedisServer(persist=True) as broker:
+        argv = [sys.executable, "-m", "pillpipe", "run", variant, "--broker", broker.url, "--run", run,
+                "--processes", "1", "--broker-wait", "20", *chaos_flags(**flags)]
+        child = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            until(lambda: child.poll() is not None or rows_on(broker, run) >= 5, 60, "five files settled")
+            assert child.poll() is None, "the run ended before the restart: slow it down"
+            broker.kill()  # SIGKILL: what it acknowledged is in its append-only file
+            time.sleep(down)
+            broker.start()
+            code, report, err = outcome(child, timeout=150)
+        finally:
+            finished([child])
+    expected = reference(**flags)
+    assert code == (1 if expected["failed"] else 0), err
+    each_file_once(report, 300)
+    report.pop("variant"), report.pop("timing")
+    assert report == expected
 
 
 def test_an_orphaned_processing_list_is_swept_back_to_its_queue(server):
@@ -349,10 +532,11 @@ def test_an_orphaned_processing_list_is_swept_back_to_its_queue(server):
 def test_a_ctrl_c_drains_a_run_with_worker_processes_and_every_file_ends_once(server, variant):
     """SIGINT reaches the coordinator only (the worker processes have sessions of their own): files
     already started finish, the never-started are cancelled, the children leave on their pills."""
+    run = new_run()
     argv = [sys.executable, "-m", "pillpipe", "run", variant, "--broker", server.url, "--processes", "1",
-            *chaos_flags(files=300, details=True, time_scale=0.2)]
+            "--run", run, *chaos_flags(files=300, details=True, time_scale=0.2)]
     child = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(3.0)
+    until(lambda: child.poll() is not None or rows_on(server, run) >= 2, 60, "two files settled")
     child.send_signal(signal.SIGINT)
     code, report, err = outcome(child, timeout=120)
     assert code == 130, err
@@ -382,8 +566,9 @@ def test_a_sigterm_to_one_worker_process_scales_it_down_and_loses_nothing(server
     children = [leaving, popen_worker(server, run, "s3", "threaded", 2), popen_worker(server, run, "api", "asyncio", 4),
                 popen_worker(server, run, "verify", "anyio")]
     coordinator = dispatch(server, run, *chaos_flags(**flags))
-    try:
-        time.sleep(1.0)  # S3 copies of 40-100 ms: the stage has about 1.5 s of work in all
+    try:  # S3 copies of 40-100 ms: the stage has about 1.5 s of work in all; signal it mid-stage
+        until(lambda: registered(server, run, "s3", leaving) and queued(server, run, "s3") >= 10, 60,
+              "the leaving process's workers at work, 10 files still queued for S3")
         leaving.send_signal(signal.SIGTERM)
         code, report, err = outcome(coordinator)
     finally:

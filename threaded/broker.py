@@ -25,22 +25,24 @@ from redis.retry import Retry
 from redis.backoff import EqualJitterBackoff
 
 from pillpipe.common.broker import (
-    BLOCK, MARGIN, PILL_BYTES, RETRIES, SCRIPTS, STAGES, TTL, Backlog, BrokerError, Keys, LeaseLost, block_for, check_url,
-    commit_args, counts_of, decode, encode, full_backoff, heartbeat_every, lease_lost, row_of, shown,
-    socket_timeout, sorted_rows, worker_id)
+    BLOCK, CONNECTIONS, MARGIN, ORPHAN_LOOKS, PILL_BYTES, RETRIES, SCRIPTS, STAGES, TTL, Backlog, BrokerError, Keys,
+    LeaseLost, block_for, check_url, commit_args, coordinator_gone, counts_of, decode, encode, full_backoff,
+    heartbeat_every, lease_lost, retries_for, row_of, shown, socket_timeout, sorted_rows, worker_id)
 from pillpipe.common.config import UsageError
-from pillpipe.common.model import PILL, Message, Stage
+from pillpipe.common.model import PILL, FileRecord, Message, Stage
 
 Full, Empty = queue.Full, queue.Empty  # what queue.Queue raises: the same surface
 
 
-def connect(url: str, run: str, *, ttl: float = TTL, prefix: str = "pillpipe") -> "Broker":
+def connect(url: str, run: str, *, ttl: float = TTL, prefix: str = "pillpipe", wait: float = 0.0) -> "Broker":
     """A broker for run ``run`` at ``url``, checked with a PING; a bad URL is a UsageError, a broker
-    that cannot be reached (or is older than Redis 6.2) a BrokerError - one line each."""
+    that cannot be reached (or is older than Redis 6.2) a BrokerError - one line each.  From then
+    on a call retries reconnecting for about ``wait`` seconds (a broker restart) before it fails."""
     keys = Keys(run, prefix)
     try:
         client = redis.Redis.from_url(check_url(url), socket_timeout=socket_timeout(), socket_connect_timeout=MARGIN,
-                                      retry=Retry(EqualJitterBackoff(cap=0.5, base=0.05), RETRIES))
+                                      retry=Retry(EqualJitterBackoff(cap=0.5, base=0.05), RETRIES),
+                                      max_connections=CONNECTIONS)
     except ValueError as exc:
         raise UsageError(f"--broker {url!r}: {exc}") from None
     broker = Broker(client, url, keys, ttl)
@@ -48,6 +50,8 @@ def connect(url: str, run: str, *, ttl: float = TTL, prefix: str = "pillpipe") -
         with _errors(url):
             version = client.info("server").get("redis_version", "0")
         broker.check_version(str(version))
+        if wait:
+            client.set_retry(Retry(EqualJitterBackoff(cap=0.5, base=0.05), retries_for(wait)))
     except BaseException:
         client.close()
         raise
@@ -63,6 +67,9 @@ class Broker:
         self.ledger = RedisLedger(self)
         self.members: dict[Stage, set[str]] = {}  # this process's registered consumers, by stage
         self.lost: set[str] = set()  # consumers whose lease ran out under them
+        self.coordinating = False  # this process coordinates the run: its heartbeat renews the run's lease
+        self.orphaned: str | None = None  # why, once the run's coordinator is gone (a worker process's heartbeat)
+        self._missed = 0  # looks in a row that found no coordinator's lease
         self._lock = threading.Lock()
 
     def check_version(self, version: str) -> None:
@@ -86,6 +93,21 @@ class Broker:
         with self._lock:
             self.members.get(stage, set()).discard(worker)
 
+    def coordinate(self) -> None:
+        """This process coordinates the run: its lease (``ttl``) starts now, renewed with the workers'."""
+        self.coordinating = True
+        self._lead()
+
+    def led(self) -> bool:
+        """A worker process's look at its run: False once the coordinator's lease has run out with
+        the run not ended (it was killed): ``orphaned`` says why, and the workers leave."""
+        with _errors(self.url):
+            lease, ended = self.client.mget([self.keys.coordinator, self.keys.ended(Stage.VERIFY)])
+        self._missed = self._missed + 1 if lease is None and ended is None else 0
+        if self._missed >= ORPHAN_LOOKS:  # not one look: after a broker restart the coordinator renews it anew
+            self.orphaned = self.orphaned or coordinator_gone(self.keys.run, self.ttl)
+        return self.orphaned is None
+
     def live(self, stage: Stage) -> int:
         """How many consumers of ``stage`` hold a lease that has not run out (on any machine)."""
         return int(self.call("live", [self.keys.workers(stage)], []))
@@ -103,6 +125,8 @@ class Broker:
         with self._lock:
             members = {stage: sorted(workers) for stage, workers in self.members.items() if workers}
         lost: list[str] = []
+        if self.coordinating:
+            self._lead()
         for stage, workers in members.items():
             gone = self.call("renew", [self.keys.workers(stage)], [int(self.ttl * 1000), *workers])
             lost += [w.decode() for w in gone]
@@ -144,6 +168,10 @@ class Broker:
         with _errors(self.url):
             return self.scripts[script](keys=keys, args=args)
 
+    def _lead(self) -> None:
+        with _errors(self.url):
+            self.client.set(self.keys.coordinator, b"1", px=int(self.ttl * 1000))
+
     def _stage_keys(self, stage: Stage) -> list[str]:
         return [self.keys.workers(stage), self.keys.queue(stage)]
 
@@ -171,6 +199,10 @@ class BrokerQueue:
         deadline = None if timeout is None else time.monotonic() + timeout
         attempt = 0
         while not self.broker.call("put", [self.key], [self.maxsize, raw]):
+            if self.broker.orphaned:  # nobody will empty this queue: the record goes on it, over its bound
+                with _errors(self.broker.url):
+                    self.broker.client.lpush(self.key, raw)
+                return
             remaining = None if deadline is None else deadline - time.monotonic()
             if not block or (remaining is not None and remaining <= 0):
                 raise Full
@@ -250,6 +282,8 @@ class Heartbeat:
             try:
                 self.broker.renew()
                 self.broker.reclaim()
+                if not self.broker.coordinating:
+                    self.broker.led()
                 self.error = None
             except BrokerError as exc:
                 self.error = exc
@@ -288,16 +322,23 @@ class RedisLedger:
             return counts_of(self.broker.client.hgetall(self.broker.keys.counts))
 
 
+def _nothing_to_write(file_id: int) -> None:
+    """A Lane's default: no row of this process waits to be committed (no journal, as in the tests)."""
+
+
 class Lane:
     """A stage's queue as one process's pipeline sees it (``--broker``): every producer puts
     through one put side; each consumer takes through its own registered view, made on its first
     ``get`` - so the pipeline hands its workers one queue, as in one process."""
 
     def __init__(self, broker: Broker, stage: Stage, maxsize: int = 0,
-                 stopping: Callable[[], bool] = lambda: False) -> None:
+                 stopping: Callable[[], bool] = lambda: False,
+                 written: Callable[[int], None] = _nothing_to_write) -> None:
         self.broker, self.stage, self.maxsize, self.stopping = broker, stage, maxsize, stopping
+        self.written = written  # returns once a file's row settled in this process is on the broker
         self.outbox = broker.queue(stage, maxsize)
         self.views: dict[str, BrokerQueue] = {}  # worker name -> its own view (each worker touches only its own)
+        self.holding: dict[str, int] = {}  # worker name -> the id of the record it took and has not acked
         self.depth = 0  # items queued at the coordinator's last look (the progress view's depth)
 
     def put(self, item: Message, block: bool = True, timeout: float | None = None) -> None:
@@ -318,15 +359,30 @@ class Lane:
         if view is None:
             view = self.views[name] = self.broker.consumer(self.stage, name, self.maxsize)
         if view.held is not None:
-            view.task_done()
-        if self.stopping():
+            self._ack(name, view)
+        if self.stopping() or self.broker.orphaned:
             return PILL
         while True:
             try:
-                return view.get(timeout=BLOCK)
+                message = view.get(timeout=BLOCK)
+            except LeaseLost:  # its lease ran out (a broker restart, a stall): it held nothing; it registers again
+                view = self.views[name] = self.broker.consumer(self.stage, name, self.maxsize)
+                continue
             except Empty:
-                if self.stopping() or self.ended():
+                if self.stopping() or self.broker.orphaned or self.ended():
                     return PILL
+            else:
+                if isinstance(message, FileRecord):
+                    self.holding[name] = message.id
+                return message
+
+    def _ack(self, name: str, view: BrokerQueue) -> None:
+        """The ack of what worker ``name`` holds - once the row of a file it settled is committed
+        (the journal's writer commits it; a row that could not be is a BrokerError: no ack)."""
+        file_id = self.holding.pop(name, None)
+        if file_id is not None:
+            self.written(file_id)
+        view.task_done()
 
     def leave(self, name: str, ack: bool = True) -> None:
         """Worker ``name`` leaves: what it holds is acked (``ack``: it was passed on or settled) or
@@ -335,7 +391,8 @@ class Lane:
         if view is None:
             return
         if ack and view.held is not None:
-            view.task_done()
+            self._ack(name, view)
+        self.holding.pop(name, None)
         view.leave()
 
     def abandon(self, name: str) -> None:

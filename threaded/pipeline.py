@@ -409,8 +409,11 @@ def _on_broker(ctx: Context, url: str) -> Iterator[list[Channel]]:
     dead's), and in the coordinating process a thread that watches every stage (``_watch``)."""
     from pillpipe.threaded.broker import Heartbeat, Lane, connect
 
-    broker = connect(url, ctx.run_id)
-    lanes = [Lane(broker, stage, ctx.config.queue_size, lambda: ctx.leaving) for stage in list(Stage)[1:]]
+    broker = connect(url, ctx.run_id, wait=ctx.config.broker_wait)
+    if ctx.coordinates:  # the run's lease: a worker process whose coordinator is gone leaves
+        broker.coordinate()
+    lanes = [Lane(broker, stage, ctx.config.queue_size, lambda: ctx.leaving, partial(_written, ctx))
+             for stage in list(Stage)[1:]]
     done = threading.Event()
     watch = Worker(target=_watch, args=(ctx, lanes, done), name="Broker-Watch", daemon=True)
     try:
@@ -425,6 +428,8 @@ def _on_broker(ctx: Context, url: str) -> Iterator[list[Channel]]:
                 if watch.ident is not None:
                     watch.join()
                 _close_lanes(ctx, lanes)
+                if broker.orphaned:
+                    ctx.coordinator_gone(broker.orphaned)
     finally:
         broker.close()
 
@@ -444,6 +449,15 @@ def _close_lanes(ctx: Context, lanes: list[Lane]) -> None:
     except BrokerError as exc:
         ctx.broker_gone(exc)
     ctx.ended()
+
+
+def _written(ctx: Context, file_id: int) -> None:
+    """Before a worker acks file ``file_id`` on the broker: wait until the row this process settled
+    for it (if any) is committed by the writer thread (a BrokerError if it could not be)."""
+    done = threading.Event()
+    if ctx.unwritten(file_id, done.set):
+        done.wait()
+    ctx.written(file_id)
 
 
 def _watch(ctx: Context, lanes: list[Lane], done: threading.Event) -> None:
@@ -487,6 +501,7 @@ def _write(journal: Journal, wake: threading.Event) -> None:
     while (rows := journal.batch()) is not None:
         if rows:
             journal.commit(rows)
+            journal.written(rows)  # a worker waiting for one of these rows acks now (--broker)
         else:
             wake.clear()
             wake.wait(journal.idle())
