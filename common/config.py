@@ -199,6 +199,10 @@ class Config:
                 shown = "" if isinstance(value, bool) else f" {value}"
                 raise UsageError(f"--broker does not go with {_flag(name)}{shown}: {why}")
 
+    def workers(self) -> dict[Stage, int]:
+        """How many workers each stage runs, in pipeline order (one dispatcher, one verifier)."""
+        return {Stage.DISPATCH: 1, Stage.S3: self.s3_workers, Stage.API: self.api_workers, Stage.VERIFY: 1}
+
     def stage_plan(self, events: Events | None = None, io: "RealIO | None" = None) -> StagePlan:
         workload = Workload(self.seed, (*self.s3_latency,), (*self.api_latency,), self.time_scale, self.fail_rate)
         return StagePlan(workload, self.fault_plan, self.retries, self.retry_backoff, self.stage_timeout,

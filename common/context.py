@@ -106,8 +106,7 @@ class Context:
         self.plan = config.stage_plan(self.events, self.io)
         self.ledger = Ledger(lock, config.details)
         self.timeline = Timeline(config.trace)
-        self.crew = Crew({Stage.DISPATCH: 1, Stage.S3: config.s3_workers, Stage.API: config.api_workers,
-                          Stage.VERIFY: 1}, lock)
+        self.crew = Crew(config.workers(), lock)
         self._wakeup = wakeup
         self.stop = Stop(self.notices, config.shutdown_grace, wakeup)
         self.shutdown = Shutdown(config.shutdown, {stage: self.crew.alive(stage) for stage in Stage}, lock)

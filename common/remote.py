@@ -57,8 +57,7 @@ class Remote:
         self.gone: str | None = None  # why the broker is gone, once it is
         self.dispatched = 0  # the highest id this process's dispatcher handed on to the broker
         self._orphaned: dict[Stage, float] = {}  # stage -> since when it holds files with no live consumer
-        self._sizes = {Stage.DISPATCH: 1, Stage.S3: config.s3_workers, Stage.API: config.api_workers,
-                       Stage.VERIFY: 1}
+        self._sizes = config.workers()
         self.store: RedisStore | None = None
         if self.on:
             self.store = RedisStore.open(self.url, self.run, self.wait)  # a broker that is not there: BrokerError, exit 69

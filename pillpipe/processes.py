@@ -191,7 +191,7 @@ def workers(url: str, run: str, model: str, config: Config,
     drains the run as in one process.  On the way out each leaves on its own (its pills, or the
     run's end) or is stopped by PID: SIGTERM, then SIGKILL - bounded waits on every exit path."""
     children: list[subprocess.Popen[bytes]] = []
-    counts = {"s3": config.s3_workers, "api": config.api_workers, "verify": 1}
+    counts = {stage.value: n for stage, n in config.workers().items()}
     ok = False
     try:
         for stage in STAGES:
