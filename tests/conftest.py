@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,46 @@ def cli(module: str, *args: str, timeout: float = 60, stdin: str | None = None, 
     env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
     return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout, input=stdin, env=env, **kwargs)
+
+
+# Redis (the broker tests): a real redis-server per module ----------------------------------------
+CI = os.environ.get("CI") == "true"
+
+
+def unavailable(reason: str) -> None:
+    """Skip with ``reason`` - or, under CI=true, fail: CI installs Redis and must run these tests."""
+    if CI:
+        pytest.fail(f"{reason} (CI=true: the broker tests must not be skipped)")
+    pytest.skip(reason)
+
+
+def need_client() -> None:
+    try:
+        import redis  # noqa: F401
+    except ImportError:
+        unavailable("redis-py is not installed: pip install 'pillpipe[redis]'")
+
+
+def need_redis() -> None:
+    from pillpipe.services.process import ServiceError
+    from pillpipe.services.redis import program
+
+    try:
+        program()
+    except ServiceError as exc:
+        unavailable(str(exc))
+    need_client()
+
+
+@pytest.fixture(scope="module")
+def server():
+    """The module's real redis-server on a free loopback port (each test uses its own run id)."""
+    from pillpipe.services.redis import RedisServer
+
+    need_redis()
+    with RedisServer() as redis_server:
+        yield redis_server
+
+
+def new_run() -> str:
+    return f"test-{uuid.uuid4().hex[:12]}"

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,45 +26,9 @@ from pillpipe.common import broker as core
 from pillpipe.common.config import UsageError
 from pillpipe.common.model import PILL, FileRecord, Outcome, Stage, Status
 from pillpipe.services.process import ServiceError, free_port, listening
-from pillpipe.services.redis import RedisServer, program
+from pillpipe.services.redis import RedisServer
 
-from .conftest import ROOT, fast
-
-CI = os.environ.get("CI") == "true"
-
-
-def unavailable(reason: str) -> None:
-    """Skip with ``reason`` - or, under CI=true, fail: CI installs Redis and must run these tests."""
-    if CI:
-        pytest.fail(f"{reason} (CI=true: the broker tests must not be skipped)")
-    pytest.skip(reason)
-
-
-def need_client() -> None:
-    try:
-        import redis  # noqa: F401
-    except ImportError:
-        unavailable("redis-py is not installed: pip install 'pillpipe[redis]'")
-
-
-def need_redis() -> None:
-    try:
-        program()
-    except ServiceError as exc:
-        unavailable(str(exc))
-    need_client()
-
-
-@pytest.fixture(scope="module")
-def server():
-    need_redis()
-    with RedisServer() as redis_server:
-        yield redis_server
-
-
-def new_run() -> str:
-    return f"test-{uuid.uuid4().hex[:12]}"
-
+from .conftest import ROOT, fast, need_client, need_redis, new_run
 
 def same(a: FileRecord, b: FileRecord) -> bool:
     return dataclasses.astuple(a) == dataclasses.astuple(b)

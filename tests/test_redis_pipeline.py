@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 
 import pytest
 
@@ -23,21 +22,9 @@ from pillpipe.common.context import WorkerCrashes
 from pillpipe.services.process import free_port
 from pillpipe.services.redis import RedisServer
 
-from .conftest import ROOT, cli, fast, run_sequential
-from .test_broker import need_redis
+from .conftest import ROOT, cli, fast, need_redis, new_run, run_sequential
 
 RUNS = {"threaded": threaded.run, "asyncio": asyncio_version.run, "anyio": anyio_version.run}
-
-
-@pytest.fixture(scope="module")
-def server():
-    need_redis()
-    with RedisServer() as redis_server:
-        yield redis_server
-
-
-def new_run() -> str:
-    return f"test-{uuid.uuid4().hex[:12]}"
 
 
 def report_of(done) -> dict:
