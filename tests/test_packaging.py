@@ -7,6 +7,7 @@ does with an sdist), each in its own isolated environment.
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -20,14 +21,19 @@ from pillpipe.cli import EXTRAS
 
 from .conftest import ROOT
 
-pytestmark = [pytest.mark.timeout(600), pytest.mark.xdist_group("build")]  # one build at a time: it writes in the tree
+pytestmark = [pytest.mark.timeout(600), pytest.mark.xdist_group("build")]  # one build at a time
+# What a build must not see: the checkout's own state (and what other tests write while it runs).
+NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "venv", "__pycache__", "*.egg-info", ".hypothesis", ".pytest_cache",
+                                    ".mypy_cache", ".ruff_cache", "build", "dist", "bench-results")
 TOP_LEVEL = ("common", "threaded", "asyncio_version", "anyio_version", "benchmarks", "services")
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     out = tmp_path_factory.mktemp("dist")
-    done = subprocess.run([sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)],
+    source = tmp_path_factory.mktemp("source") / "pillpipe"  # the build writes in its tree: a copy of ours
+    shutil.copytree(ROOT, source, symlinks=True, ignore=NOT_SOURCE)
+    done = subprocess.run([sys.executable, "-m", "build", "--outdir", str(out), str(source)],
                           capture_output=True, text=True, timeout=540)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (sdist,), (wheel,) = out.glob("*.tar.gz"), out.glob("*.whl")
