@@ -23,11 +23,10 @@ from typing import Any, Awaitable, Callable, Iterable, Iterator
 
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
-from redis.backoff import EqualJitterBackoff
 
 from pillpipe.common.broker import (
     BLOCK, CONNECTIONS, MARGIN, ORPHAN_LOOKS, PILL_BYTES, RETRIES, SCRIPTS, STAGES, TTL, Backlog, BrokerError, Keys,
-    LeaseLost, block_for, check_url, commit_args, coordinator_gone, counts_of, decode, encode, full_backoff,
+    LeaseLost, backoff, block_for, check_url, commit_args, coordinator_gone, counts_of, decode, encode, full_backoff,
     heartbeat_every, lease_lost, retries_for, row_of, shown, socket_timeout, sorted_rows, worker_id)
 from pillpipe.common.config import UsageError
 from pillpipe.common.model import PILL, FileRecord, Message, Stage
@@ -42,7 +41,7 @@ async def connect(url: str, run: str, *, ttl: float = TTL, prefix: str = "pillpi
     keys = Keys(run, prefix)
     try:
         client = redis.Redis.from_url(check_url(url), socket_timeout=socket_timeout(), socket_connect_timeout=MARGIN,
-                                      retry=Retry(EqualJitterBackoff(cap=0.5, base=0.05), RETRIES),
+                                      retry=Retry(backoff(), RETRIES),
                                       max_connections=CONNECTIONS)
     except ValueError as exc:
         raise UsageError(f"--broker {url!r}: {exc}") from None
@@ -52,7 +51,7 @@ async def connect(url: str, run: str, *, ttl: float = TTL, prefix: str = "pillpi
             version = (await client.info("server")).get("redis_version", "0")
         broker.check_version(str(version))
         if wait:
-            client.set_retry(Retry(EqualJitterBackoff(cap=0.5, base=0.05), retries_for(wait)))
+            client.set_retry(Retry(backoff(), retries_for(wait)))
     except BaseException:
         await client.aclose()
         raise

@@ -230,6 +230,14 @@ def retries_for(wait: float) -> int:
     return RETRIES + math.ceil(wait / RETRY_EVERY)
 
 
+def backoff() -> Any:
+    """The clients' wait between reconnection attempts (redis-py's equal-jitter backoff, 50 ms up to
+    0.5 s): one policy for both models and the ledger's client."""
+    from redis.backoff import EqualJitterBackoff
+
+    return EqualJitterBackoff(cap=0.5, base=0.05)
+
+
 def heartbeat_every(ttl: float) -> float:
     return ttl / 3
 

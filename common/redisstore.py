@@ -19,7 +19,7 @@ import json
 import time
 from typing import Any, Iterable, Iterator, Sequence
 
-from .broker import (COMMIT, MARGIN, RETRIES, TTL, BrokerError, Keys, commit_args, counts_of, retries_for, row_of,
+from .broker import (COMMIT, MARGIN, RETRIES, TTL, BrokerError, Keys, backoff, commit_args, counts_of, retries_for, row_of,
                      shown, socket_timeout)
 from .config import Config, UsageError
 from .model import Stage
@@ -67,21 +67,20 @@ class RedisStore:
         seconds (a broker restart) before it fails."""
         try:
             import redis
-            from redis.backoff import EqualJitterBackoff
             from redis.retry import Retry
         except ImportError:
             raise UsageError("--broker needs the redis extra: pip install 'pillpipe[redis]'") from None
         keys = Keys(run)
         try:
             client = redis.Redis.from_url(url, socket_timeout=socket_timeout(), socket_connect_timeout=MARGIN,
-                                          retry=Retry(EqualJitterBackoff(cap=0.5, base=0.05), RETRIES))
+                                          retry=Retry(backoff(), RETRIES))
         except ValueError as exc:
             raise UsageError(f"--broker {url!r}: {exc}") from None
         store = cls(client, url, keys)
         try:
             store._call(client.ping)
             if wait:
-                client.set_retry(Retry(EqualJitterBackoff(cap=0.5, base=0.05), retries_for(wait)))
+                client.set_retry(Retry(backoff(), retries_for(wait)))
         except BaseException:
             client.close()
             raise

@@ -22,11 +22,10 @@ from typing import Any, Callable, Iterable, Iterator
 
 import redis
 from redis.retry import Retry
-from redis.backoff import EqualJitterBackoff
 
 from pillpipe.common.broker import (
     BLOCK, CONNECTIONS, MARGIN, ORPHAN_LOOKS, PILL_BYTES, RETRIES, SCRIPTS, STAGES, TTL, Backlog, BrokerError, Keys,
-    LeaseLost, block_for, check_url, commit_args, coordinator_gone, counts_of, decode, encode, full_backoff,
+    LeaseLost, backoff, block_for, check_url, commit_args, coordinator_gone, counts_of, decode, encode, full_backoff,
     heartbeat_every, lease_lost, retries_for, row_of, shown, socket_timeout, sorted_rows, worker_id)
 from pillpipe.common.config import UsageError
 from pillpipe.common.model import PILL, FileRecord, Message, Stage
@@ -41,7 +40,7 @@ def connect(url: str, run: str, *, ttl: float = TTL, prefix: str = "pillpipe", w
     keys = Keys(run, prefix)
     try:
         client = redis.Redis.from_url(check_url(url), socket_timeout=socket_timeout(), socket_connect_timeout=MARGIN,
-                                      retry=Retry(EqualJitterBackoff(cap=0.5, base=0.05), RETRIES),
+                                      retry=Retry(backoff(), RETRIES),
                                       max_connections=CONNECTIONS)
     except ValueError as exc:
         raise UsageError(f"--broker {url!r}: {exc}") from None
@@ -51,7 +50,7 @@ def connect(url: str, run: str, *, ttl: float = TTL, prefix: str = "pillpipe", w
             version = client.info("server").get("redis_version", "0")
         broker.check_version(str(version))
         if wait:
-            client.set_retry(Retry(EqualJitterBackoff(cap=0.5, base=0.05), retries_for(wait)))
+            client.set_retry(Retry(backoff(), retries_for(wait)))
     except BaseException:
         client.close()
         raise
