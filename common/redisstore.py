@@ -19,8 +19,8 @@ import json
 import time
 from typing import Any, Iterable, Iterator, Sequence
 
-from .broker import (COMMIT, MARGIN, RETRIES, TTL, BrokerError, Keys, backoff, commit_args, counts_of, retries_for, row_of,
-                     shown, socket_timeout)
+from .broker import (COMMIT, MARGIN, RETRIES, TTL, BrokerError, Keys, backoff, commit_args, counts_of, retries_for,
+                     row_of, shown, socket_timeout)
 from .config import Config, UsageError
 from .model import Stage
 from .store import FileRow, RejectedRow, Row, StateWriteError
