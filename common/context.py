@@ -172,6 +172,7 @@ class Context:
         try:  # opening a FIFO waits for its writer: a signal that must stop the run may end that wait
             self._reading = True
             stream, fmt = open_input(self.config.input, self.config.input_format)  # type: ignore[arg-type]
+            self._reading = False
         except InputInterrupted:
             self._unread("a signal ended the wait for it to open")
             return
@@ -202,31 +203,32 @@ class Context:
     def _next_input(self, items: Iterator[Any]) -> Any:
         """The next input record, or None: at its end, once the stop says to read no further, or
         once a signal handler ended the read.  ``_reading`` is set before the stop is looked at,
-        so a signal landing at any instant either is seen here or ends the read it interrupts."""
-        self._reading = True
+        so a signal landing at any instant either is seen here or ends the read it interrupts; it
+        is cleared inside the ``try`` (``interrupt_read`` clears it before it raises), so a second
+        signal can never land in the handling of the first.  What is said happens after."""
         try:
-            if self._stop_reading():
-                return None
-            item = next(items, None)
-            if item is not None:
-                self._read += 1
-            return item
-        except InputInterrupted:
-            self._unread("a signal ended the read")
-            return None
-        finally:
+            self._reading = True
+            why = self._why_stop_reading()
+            item = None if why else next(items, None)
             self._reading = False
+        except InputInterrupted:
+            why, item = "a signal ended the read", None
+        finally:
+            self._reading = False  # an InputError out of the read
+        if why:
+            self._unread(why)
+        elif item is not None:
+            self._read += 1
+        return item
 
-    def _stop_reading(self) -> bool:
-        """Whether to read no further: aborting, or stopping (a signal, a dead stage) with a stream
-        for input - a pipe may never send another line, so a drain does not wait for one."""
+    def _why_stop_reading(self) -> str | None:
+        """Why to read no further, or None: aborting, or stopping (a signal, a dead stage) with a
+        stream for input - a pipe may never send another line, so a drain does not wait for one."""
         if self.stop.aborting:
-            self._unread("aborted")
-        elif self._stream_input and (self.stop.draining or self.crew.dead):
-            self._unread("a stream is not read on once the run stops")
-        else:
-            return False
-        return True
+            return "aborted"
+        if self._stream_input and (self.stop.draining or self.crew.dead):
+            return "a stream is not read on once the run stops"
+        return None
 
     def _unread(self, why: str) -> None:
         """Say (once) that the input was not read to its end."""
@@ -240,6 +242,7 @@ class Context:
         sequential reference): a read that must end now - aborting, or draining a stream that may
         never send another line - is ended by raising ``InputInterrupted`` into it."""
         if self._reading and (self.stop.aborting or (self.stop.draining and self._stream_input)):
+            self._reading = False  # one interruption per read: a second signal lands in no handler
             raise InputInterrupted
 
     def take(self, me: WorkerClock, record: FileRecord) -> bool:

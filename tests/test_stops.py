@@ -205,6 +205,34 @@ def test_a_silent_fifo_ends_on_the_second_signal(model, tmp_path):
     assert any(e.startswith("input not read to its end") for e in report["errors"]), report["errors"]
 
 
+def test_a_second_signal_in_the_handling_of_the_first_raises_nothing(tmp_path):
+    """The race behind a CI failure: the first signal ends a blocked read of a stream; the second
+    lands while that interruption is being handled (saying the input was not read to its end).
+    The second must not raise out of the dispatcher: one interruption per read, said once."""
+    from pillpipe.common.context import Context
+
+    ctx = Context(fast(files=3, input=str(tmp_path / "records.jsonl")), "asyncio", None)
+    ctx._stream_input = True  # a FIFO or a pipe: a drain does not wait for its next line
+    said = ctx._unread
+
+    def unread_interrupted(why: str) -> None:
+        ctx.interrupt_read()  # the second SIGINT's handler, in the middle of the handling
+        said(why)
+
+    ctx._unread = unread_interrupted  # type: ignore[method-assign]
+
+    def blocked_read():
+        ctx.on_signal("SIGINT")
+        ctx.interrupt_read()  # the first SIGINT's handler, while the read blocks
+        yield None
+
+    assert ctx._next_input(blocked_read()) is None
+    assert ctx.stop.draining and not ctx._reading
+    unread = [e for e in ctx.ledger.errors if e.startswith("input not read to its end")]
+    assert unread == ["input not read to its end (a signal ended the read): 0 records were read, "
+                      "the rest is unknown"]
+
+
 def test_dev_zero_ends_on_signals(model):
     from pillpipe.common import source
 
