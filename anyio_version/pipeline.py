@@ -34,7 +34,7 @@ from pillpipe.common.timing import WorkerClock
 
 VARIANT = "anyio"
 HANDLES_SIGNALS = True  # installs its own SIGINT/SIGTERM handlers for the whole run
-CEDE_EVERY = 64  # sends between two checkpoints when none waits (asyncio's unbounded put: CPython gh-87285)
+CEDE_EVERY = 64  # unbounded sends between two checkpoints when none waits (as asyncio's put: CPython gh-87285)
 _SENT = itertools.count(1)
 Memory = MemoryObjectSendStream[FileRecord]  # a send end in one process
 if TYPE_CHECKING:  # with --broker, a stage's queue on the broker is both ends (redis.asyncio: asyncio backend only)
@@ -207,13 +207,16 @@ async def _put(ctx: Context, me: WorkerClock, stream: Send, record: FileRecord) 
 async def _send(stream: Memory, record: FileRecord) -> None:
     """Send without a checkpoint when there is room or a waiting receiver (``send`` always takes
     one: a full trip round the event loop); only a send that must wait is a cancellation point -
-    and every CEDE_EVERY-th one, or a producer with an unbounded buffer would never yield."""
+    and, into an unbounded buffer, every CEDE_EVERY-th one, or its producer would never yield (as
+    asyncio's unbounded put).  A bounded buffer needs no more: each trip round the loop releases
+    the GIL for a moment, and thousands of them a second starve every other thread of it (the
+    state's writer: docs/performance.md)."""
     try:
         stream.send_nowait(record)
     except anyio.WouldBlock:
         await stream.send(record)
     else:
-        if next(_SENT) % CEDE_EVERY == 0:
+        if next(_SENT) % CEDE_EVERY == 0 and stream.statistics().max_buffer_size == math.inf:
             await anyio.lowlevel.checkpoint()
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import itertools
 import json
+import math
 import queue
 import re
 import signal
@@ -17,6 +19,7 @@ import sys
 import threading
 from pathlib import Path
 
+import anyio
 import pytest
 from hypothesis import HealthCheck, given, settings
 
@@ -159,6 +162,28 @@ async def test_pipeline_runs_on_the_test_loop_and_names_every_task(monkeypatch):
     assert names == ["Dispatcher", *(f"S3-Worker-{i}" for i in range(1, 6)), *(f"API-Worker-{i}" for i in range(1, 5)),
                      "Verifier"]
     assert all(w["exited_s"] is not None for w in report.timing["workers"].values())
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("size,checkpoints", [(1000, 0), (math.inf, 1000 // npipe.CEDE_EVERY)])
+async def test_only_an_unbounded_send_cedes_when_it_need_not_wait(monkeypatch, size, checkpoints):
+    """A send with room takes no checkpoint into a bounded stream (its producer waits when the
+    buffer is full; a trip round the loop per 64 sends released the GIL so often that the state's
+    writer thread starved), and one every CEDE_EVERY sends into an unbounded one (else its producer
+    would never yield)."""
+    taken = []
+
+    async def checkpoint() -> None:
+        taken.append(1)
+
+    monkeypatch.setattr(npipe, "_SENT", itertools.count(1))
+    monkeypatch.setattr(npipe.anyio.lowlevel, "checkpoint", checkpoint)
+    send, receive = anyio.create_memory_object_stream[FileRecord](size)
+    with send, receive:
+        for i in range(1, 1001):
+            await npipe._send(send, FileRecord(i, f"file_{i}"))
+        assert receive.statistics().current_buffer_used == 1000
+    assert len(taken) == checkpoints
 
 
 # Mirror ------------------------------------------------------------------------------
