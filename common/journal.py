@@ -106,7 +106,7 @@ class Journal:
         full = batcher.add(row)
         wake = self._wake
         if wake is not None:
-            if full or len(batcher) == 1:  # a full batch, or the first row of one (its interval starts)
+            if full or len(batcher) == 1:  # the row that fills a batch, or the first of one (its interval starts)
                 wake()
         elif not self._had_writer and (full or batcher.due()):
             self._write(batcher.take())  # no writer: commit here, blocking this worker (and its loop)

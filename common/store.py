@@ -241,11 +241,13 @@ class Batcher:
         self._oldest = 0.0
 
     def add(self, row: Row) -> bool:
-        """Queue a row; True when the batch is now full (wake the writer)."""
+        """Queue a row; True when this row filled the batch (wake the writer - once: while it
+        commits an earlier batch, the rows after it need not wake it again, each a lock round
+        trip and a notify on threads, a raised ``WouldBlock`` on anyio)."""
         if not self._rows:
             self._oldest = self._clock()
         self._rows.append(row)
-        return len(self._rows) >= self.size
+        return len(self._rows) == self.size
 
     def wait(self) -> float | None:
         """Seconds until the pending rows are due (0: now); None when nothing is pending."""

@@ -245,9 +245,8 @@ def test_a_batch_is_due_interval_seconds_after_its_oldest_row():
 
 def test_a_late_writer_takes_every_pending_row_at_once():
     batcher = Batcher(size=2, interval=1, clock=Clock())
-    for i in range(5):
-        batcher.add(ok(i))
-    assert len(batcher.take()) == 5
+    assert [batcher.add(ok(i)) for i in range(5)] == [False, True, False, False, False]  # one wake a batch
+    assert batcher.due() and len(batcher.take()) == 5
 
 
 @pytest.mark.parametrize("size, interval", [(0, 1), (1, -1), (1, float("nan"))])
