@@ -35,7 +35,9 @@ from .events import Events
 from .sqlite_store import SqliteStore
 from .store import Batcher, FileRow, Item, Row, Settled, StateWriteError, Store, identity, restore_all
 
-BEHIND = 4  # batches pending at once: the writer commits holding the ledger's lock (threads wait)
+BEHIND = 16  # batches pending at once: the writer commits holding the ledger's lock (threads wait).
+# Not fewer: at zero latency the writer is always a few batches behind, and a commit under the lock
+# runs SQLite's insert (off the GIL, on the other core) while every worker waits for it.
 
 
 class Journal:
