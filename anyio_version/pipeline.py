@@ -269,7 +269,7 @@ async def _end_stream(ctx: Context, stream: Receive, stage: Stage, consumers: li
     A broker's queue (``--broker``) is ended with pills, as the other models end theirs."""
     if not isinstance(stream, MemoryObjectReceiveStream):
         return await _end_remote(ctx, stream, stage, consumers, tend)
-    ctx.end_stream(stage)
+    ctx.stream_closed(stage)
 
 
 async def _end_remote(ctx: Context, lane: Lane, stage: Stage, consumers: list[Worker],

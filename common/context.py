@@ -362,6 +362,12 @@ class Context:
         self.timeline.pills_sent(stage)
         return self.shutdown.strategy
 
+    def stream_closed(self, stage: Stage) -> None:
+        """anyio: ``stage``'s stream ended as its last producer left, closing the last clone of
+        its send side - before the coordinator, joining them, learns of it: note that instant."""
+        producers = next(before for before, after in NEXT.items() if after is stage)
+        self.timeline.pills_sent(stage, self.timeline.last_exit(producers))
+
     def pills_for(self, stage: Stage, live: int) -> int:
         """How many pills the coordinator puts to end ``stage``'s stream for ``live`` consumers: one
         each (one in all under relay; none when the last producer out already put them)."""

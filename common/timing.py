@@ -73,9 +73,14 @@ class Timeline:
         clock = self.workers[name] = WorkerClock(self, name, stage, index)
         return clock
 
-    def pills_sent(self, stage: Stage) -> None:
-        """The coordinator starts putting the pills for ``stage``."""
-        self.pills_put.setdefault(stage.value, []).append(self.now())
+    def pills_sent(self, stage: Stage, at: float | None = None) -> None:
+        """The coordinator starts putting the pills for ``stage`` (now, or ``at``: when it began)."""
+        self.pills_put.setdefault(stage.value, []).append(self.now() if at is None else at)
+
+    def last_exit(self, stage: Stage) -> float | None:
+        """When the last worker of ``stage`` to exit did (None: none has)."""
+        exits = [c.exited_at for c in self.workers.values() if c.stage is stage and c.exited_at is not None]
+        return max(exits) if exits else None
 
     def finish(self) -> None:
         self.wall = self.now()

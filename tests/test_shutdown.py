@@ -39,6 +39,8 @@ def test_pills_follow_the_tutorials_order(run):
     assert put["verify"]["pills_put_s"][0] >= api_done
     assert min(put["api"]["pills_s"]) >= s3_done
     assert workers["Verifier"]["pill_s"] >= api_done
+    for stage in ("s3", "api", "verify"):  # a stream's end reaches its consumers after it began (anyio: a close)
+        assert min(put[stage]["pills_s"]) >= put[stage]["pills_put_s"][0], stage
 
 
 def test_a_slow_last_file_is_not_cut_off_by_early_pills(run):
