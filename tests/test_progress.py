@@ -122,12 +122,15 @@ def test_streamed_input_says_the_total_is_unknown(tmp_path):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_the_view_shows_the_shutdown_phase(variant):
-    """A drain waiting for a hung call: the phase and what it waits for are in the view."""
+    """A drain waiting for a hung call: the phase and what it waits for are in the view.  (How many
+    files it still waits for as the view refreshes depends on the machine's load: a file the API
+    stage had started may still be in flight.  The hung one is always named.)"""
     code, term, out = in_terminal("run", variant, "--files", "400", "--time-scale", "0.01", "--fault",
-                                  "s3:id=1:hang", "--shutdown-grace", "1", signal_after="files/s")
+                                  "s3:id=1:hang", "--shutdown-grace", "3", signal_after="files/s")
     assert code == 130, term[-2000:]
     screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\r|\n", "", term)  # the text, as the lines wrap
-    assert "draining for" in screen and "waiting for 1 file - file_100.pdf in S3-Worker-1" in screen
+    assert "draining for" in screen, screen[-2000:]
+    assert re.search(r"waiting for \d+ files? - file_100\.pdf in S3-Worker-1", screen), screen[-2000:]
     assert "SIGINT: draining" in screen  # the notice, printed above the view
     assert "Stopped by: SIGINT" in out
 
