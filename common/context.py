@@ -168,10 +168,11 @@ class Context:
 
     def _from_input(self) -> Generator[FileRecord, None, None]:
         path = self.config.input
-        self._stream_input = path == "-" or not os.path.isfile(path)  # type: ignore[arg-type]
+        assert path is not None  # admitted() reads --input only when it is given
+        self._stream_input = path == "-" or not os.path.isfile(path)
         try:  # opening a FIFO waits for its writer: a signal that must stop the run may end that wait
             self._reading = True
-            stream, fmt = open_input(self.config.input, self.config.input_format)  # type: ignore[arg-type]
+            stream, fmt = open_input(path, self.config.input_format)
             self._reading = False
         except InputInterrupted:
             self._unread("a signal ended the wait for it to open")
