@@ -27,7 +27,7 @@ from redis.asyncio.retry import Retry
 from pillpipe.common.broker import (
     BLOCK, CONNECTIONS, MARGIN, ORPHAN_LOOKS, PILL_BYTES, RETRIES, SCRIPTS, STAGES, TTL, Backlog, BrokerError, Keys,
     LeaseLost, backoff, block_for, check_url, commit_args, coordinator_gone, counts_of, decode, encode, full_backoff,
-    heartbeat_every, lease_lost, retries_for, row_of, shown, socket_timeout, sorted_rows, worker_id)
+    heartbeat_every, lease_lost, retries_for, row_of, run_lost, shown, socket_timeout, sorted_rows, worker_id)
 from pillpipe.common.config import UsageError
 from pillpipe.common.model import PILL, FileRecord, Message, Stage
 
@@ -111,6 +111,14 @@ class Broker:
 
     async def backlog(self, stage: Stage) -> Backlog:
         return Backlog(*await self.call("backlog", self._stage_keys(stage), self._stage_args(stage)))
+
+    async def still_held(self) -> None:
+        """The coordinator's look that its run is on the broker: its workload gone means the broker
+        restarted without persistence (or the run's keys were deleted): a BrokerError, exit 69."""
+        with _errors(self.url):
+            held = await self.client.exists(self.keys.config)
+        if not held:
+            raise BrokerError(run_lost(self.url, self.keys.run))
 
     async def end_stream(self, stage: Stage) -> int:
         """Put one pill for each live consumer that has none coming; returns how many were put.
@@ -417,6 +425,8 @@ class Lane:
             await self.broker.client.set(self.broker.keys.ended(self.stage), b"1")
 
     async def backlog(self) -> Backlog:
+        if self.broker.coordinating:
+            await self.broker.still_held()
         await self.broker.reclaim([self.stage])  # a dead worker's file counts as queued, not as held
         backlog = await self.broker.backlog(self.stage)
         self.depth = backlog.queued - backlog.pills

@@ -76,6 +76,12 @@ def coordinator_gone(run: str, ttl: float) -> str:
             "never ended): these workers left")
 
 
+def run_lost(url: str, run: str) -> str:
+    """Why a coordinator stops when its run's workload is no longer on the broker (one line)."""
+    return (f"the broker {shown(url)} no longer holds run {run}: it restarted without persistence (or the run's "
+            "keys were deleted), and the queues and outcomes went with it")
+
+
 class LeaseLost(BrokerError):
     """This worker's lease ran out and its items went to its siblings: it must stop."""
 

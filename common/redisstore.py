@@ -106,6 +106,10 @@ class RedisStore:
         workload: dict[str, Any] = json.loads(raw)
         return workload
 
+    def holds_run(self) -> bool:
+        """Whether the run's workload is on the broker (gone: it restarted without persistence)."""
+        return bool(self._call(self.client.exists, self.keys.config))
+
     # Streams and errors ------------------------------------------------------------------
     def end(self, stages: Iterable[Stage]) -> None:
         """Say that these stages' streams have ended: a consumer that finds its queue empty leaves."""

@@ -24,7 +24,7 @@ import uuid
 from contextlib import AbstractContextManager
 from typing import Any, Callable
 
-from .broker import STAGES, Backlog, BrokerError, LeaseLost
+from .broker import STAGES, Backlog, BrokerError, LeaseLost, run_lost
 from .config import Config
 from .journal import Journal
 from .ledger import Ledger
@@ -139,6 +139,8 @@ class Remote:
         assert self.store is not None
         final = Ledger(None, details)
         try:
+            if not self.store.holds_run():  # the broker came back without the run (no persistence)
+                raise BrokerError(run_lost(self.url, self.run))
             settled = restore_all(self.store, final)
             final.errors += self.store.errors()
         except (BrokerError, StateWriteError) as exc:

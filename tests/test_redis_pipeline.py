@@ -494,6 +494,32 @@ def test_a_broker_restarted_with_persistence_lets_the_run_go_on(variant, down):
     assert report == expected
 
 
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("variant", ["threaded", "asyncio", "anyio"])
+def test_a_broker_restarted_without_persistence_is_exit_69_and_says_why(variant):
+    """kill -9 a broker with no persistence and start it again on its port within --broker-wait:
+    every client reconnects to an empty broker.  The coordinator finds its run's workload gone and
+    stops: exit 69 and one line why, not a run that ends reporting every file lost."""
+    need_redis()
+    run = new_run()
+    with RedisServer() as broker:
+        argv = [sys.executable, "-m", "pillpipe", "run", variant, "--broker", broker.url, "--processes", "1",
+                "--run", run, "--files", "400", "--time-scale", "0.05", "--broker-wait", "20", "--json", "--quiet"]
+        child = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            until(lambda: child.poll() is not None or rows_on(broker, run) >= 3, 60, "three files settled")
+            assert child.poll() is None, "the run ended before the restart: slow it down"
+            broker.kill()  # SIGKILL, and nothing on disk: it comes back empty
+            time.sleep(0.5)
+            broker.start()
+            code, report, err = outcome(child, timeout=120)
+        finally:
+            finished([child])
+    assert code == 69, err
+    assert report["stopped_by"] == "broker"
+    assert any(f"no longer holds run {run}" in e for e in report["errors"]), report["errors"]
+
+
 def test_an_orphaned_processing_list_is_swept_back_to_its_queue(server):
     """The phase-1 hole: a worker whose lease was reclaimed while it was blocked in BLMOVE gets an
     item into a processing list nobody renews; once it dies, the sweep gives the item back."""

@@ -26,7 +26,7 @@ from redis.retry import Retry
 from pillpipe.common.broker import (
     BLOCK, CONNECTIONS, MARGIN, ORPHAN_LOOKS, PILL_BYTES, RETRIES, SCRIPTS, STAGES, TTL, Backlog, BrokerError, Keys,
     LeaseLost, backoff, block_for, check_url, commit_args, coordinator_gone, counts_of, decode, encode, full_backoff,
-    heartbeat_every, lease_lost, retries_for, row_of, shown, socket_timeout, sorted_rows, worker_id)
+    heartbeat_every, lease_lost, retries_for, row_of, run_lost, shown, socket_timeout, sorted_rows, worker_id)
 from pillpipe.common.config import UsageError
 from pillpipe.common.model import PILL, FileRecord, Message, Stage
 
@@ -113,6 +113,14 @@ class Broker:
 
     def backlog(self, stage: Stage) -> Backlog:
         return Backlog(*self.call("backlog", self._stage_keys(stage), self._stage_args(stage)))
+
+    def still_held(self) -> None:
+        """The coordinator's look that its run is on the broker: its workload gone means the broker
+        restarted without persistence (or the run's keys were deleted): a BrokerError, exit 69."""
+        with _errors(self.url):
+            held = self.client.exists(self.keys.config)
+        if not held:
+            raise BrokerError(run_lost(self.url, self.keys.run))
 
     def end_stream(self, stage: Stage) -> int:
         """Put one pill for each live consumer that has none coming; returns how many were put.
@@ -412,6 +420,8 @@ class Lane:
 
     def backlog(self) -> Backlog:
         """The stage on the broker now, after giving back what expired consumers held."""
+        if self.broker.coordinating:
+            self.broker.still_held()
         self.broker.reclaim([self.stage])  # a dead worker's file counts as queued, not as held
         backlog = self.broker.backlog(self.stage)
         self.depth = backlog.queued - backlog.pills
