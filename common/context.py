@@ -365,7 +365,8 @@ class Context:
 
     def stream_closed(self, stage: Stage) -> None:
         """anyio: ``stage``'s stream ended as its last producer left, closing the last clone of
-        its send side - before the coordinator, joining them, learns of it: note that instant."""
+        its send side - before the coordinator, joining them, learns of it: note that instant
+        (now, if a producer has not exited: the coordinator gave it up after an abort)."""
         producers = next(before for before, after in NEXT.items() if after is stage)
         self.timeline.pills_sent(stage, self.timeline.last_exit(producers))
 

@@ -78,9 +78,10 @@ class Timeline:
         self.pills_put.setdefault(stage.value, []).append(self.now() if at is None else at)
 
     def last_exit(self, stage: Stage) -> float | None:
-        """When the last worker of ``stage`` to exit did (None: none has)."""
-        exits = [c.exited_at for c in self.workers.values() if c.stage is stage and c.exited_at is not None]
-        return max(exits) if exits else None
+        """When the last worker of ``stage`` exited (None while one has not, or none ran)."""
+        clocks = [c for c in self.workers.values() if c.stage is stage]
+        exits = [c.exited_at for c in clocks if c.exited_at is not None]
+        return max(exits) if exits and len(exits) == len(clocks) else None
 
     def finish(self) -> None:
         self.wall = self.now()

@@ -222,3 +222,15 @@ def test_report_block_is_the_tutorials():
 def test_config_validation(kwargs):
     with pytest.raises(UsageError):
         Config(**kwargs)
+
+
+def test_a_stage_s_last_exit_is_known_only_once_every_worker_exited():
+    """anyio notes a stream's end at its last producer's exit; while one has not exited (given up
+    after an abort) there is no such instant yet, and none for a stage that never ran."""
+    timeline = Timeline()
+    first, second = timeline.worker("S3-Worker-1", Stage.S3, 1), timeline.worker("S3-Worker-2", Stage.S3, 2)
+    assert timeline.last_exit(Stage.S3) is None and timeline.last_exit(Stage.API) is None
+    first.exited()
+    assert timeline.last_exit(Stage.S3) is None
+    second.exited()
+    assert timeline.last_exit(Stage.S3) == second.exited_at >= first.exited_at

@@ -450,7 +450,7 @@ def test_a_stage_whose_every_worker_died_is_dead_after_broker_wait_not_a_hang(se
 
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("variant", ["threaded", "asyncio", "anyio"])
-@pytest.mark.parametrize("restart, why", [(False, "unreachable"), (True, "no longer holds run")],
+@pytest.mark.parametrize("restart, why", [(False, "unreachable"), (True, "no longer holds run {run}")],
                          ids=["killed", "restarted-empty"])
 def test_a_broker_gone_mid_run_is_exit_69_and_a_report_not_a_hang(variant, restart, why):
     """kill -9 the broker mid-run.  Not back within --broker-wait, it is unreachable.  Started
@@ -477,7 +477,7 @@ def test_a_broker_gone_mid_run_is_exit_69_and_a_report_not_a_hang(variant, resta
             finished([child])
     assert code == 69, err
     assert report["stopped_by"] == "broker"
-    assert any(why in e for e in report["errors"]), report["errors"]
+    assert any(why.format(run=run) in e for e in report["errors"]), report["errors"]
 
 
 @pytest.mark.timeout(240)
