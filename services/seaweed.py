@@ -44,7 +44,7 @@ def weed_binary() -> str | None:
 class SeaweedFS:
     """``weed mini`` serving S3 on a free loopback port; a context manager that stops it by PID."""
 
-    def __init__(self, objects: int = 0, *, log: IO[bytes] | int = subprocess.DEVNULL, ready_timeout: float = 30.0,
+    def __init__(self, objects: int = 0, *, log: IO[bytes] | int = subprocess.DEVNULL, ready_timeout: float = 60.0,
                  buckets: tuple[str, ...] = (SOURCE_BUCKET, DEST_BUCKET)) -> None:
         self.objects, self.log, self.ready_timeout, self.buckets = objects, log, ready_timeout, buckets
         self.service: Service | None = None
@@ -111,8 +111,10 @@ class SeaweedFS:
                         client.head_bucket(Bucket=bucket)
                     return
                 except Exception as exc:  # noqa: BLE001 - not ready yet; give up at the deadline
-                    if time.monotonic() > deadline or (self.service and self.service.proc and self.service.proc.poll() is not None):
-                        raise ServiceError(f"seaweedfs: buckets not ready: {type(exc).__name__}") from None
+                    exited = self.service and self.service.proc and self.service.proc.poll() is not None
+                    if time.monotonic() > deadline or exited:
+                        why = "it exited" if exited else f"after {self.ready_timeout:g} s"
+                        raise ServiceError(f"seaweedfs: buckets not ready ({why}): {type(exc).__name__}") from None
                     time.sleep(0.1)
         finally:
             client.close()

@@ -46,16 +46,19 @@ def test_each_worker_ends_exactly_once(run, variant, strategy):
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_a_dying_worker_never_hangs_any_strategy(run, variant, strategy):
-    """One API worker and one S3 worker die mid-run: their siblings take over under every strategy."""
+    """One API worker and one S3 worker die mid-run: their siblings take over under every strategy.
+    A death tied to a count fires only if its worker gets that many files, which scheduling decides
+    (a loaded CI run once gave S3-Worker-2 fewer than 4 of 50): each death that fired fails the one
+    file its worker held, and the rest succeed."""
     if unsupported(strategy, variant):
         pytest.skip(unsupported(strategy, variant))
     config = fast(files=50, time_scale=0.001, shutdown=strategy, details=True,
                   faults=("api:worker=1:after=2:die", "s3:worker=2:after=3:die"))
     with pytest.raises(ExceptionGroup) as caught:
         run(config)
-    report = caught.value.report
+    report, deaths = caught.value.report, len(caught.value.exceptions)
     assert report.expected == report.terminal_total == 50
-    assert report.failed == 2 and report.success == 48
+    assert 1 <= deaths <= 2 and report.failed == deaths and report.success == 50 - deaths
     assert all("worker crashed" in f["error"] for f in report.files if f["outcome"] == "failed")
 
 
