@@ -235,6 +235,9 @@ def test_the_client_modules_read_side_by_side():
 
 
 # Against SeaweedFS, a real S3 server -------------------------------------------------------
+SEAWEEDFS = pytest.mark.xdist_group("seaweedfs")  # one worker starts the servers: several at once starve each other
+
+
 @pytest.fixture(scope="module")
 def seaweedfs():
     with SeaweedFS(objects=3) as server:
@@ -242,6 +245,7 @@ def seaweedfs():
     assert server.service.proc.returncode is not None  # stopped by PID (SIGTERM: about 1.3 s here)
 
 
+@SEAWEEDFS
 def test_copy_against_seaweedfs(client, seaweedfs, services):
     endpoints = Endpoints(seaweedfs.url, services.endpoints.api_url, access_key=seaweedfs.access_key,
                           secret_key=seaweedfs.secret_key, hints=False)
@@ -258,6 +262,7 @@ def test_copy_against_seaweedfs(client, seaweedfs, services):
     assert texts(outcomes) == ["HttpError: s3 copy: HTTP 403 SignatureDoesNotMatch"]
 
 
+@SEAWEEDFS
 def test_seaweedfs_binds_loopback_only(seaweedfs):
     listens = _listening(seaweedfs.service.proc.pid)
     assert len(listens) >= 5 and all(host == "127.0.0.1" for host, _ in listens), listens

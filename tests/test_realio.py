@@ -310,6 +310,9 @@ def test_credentials_are_never_printed(services, capsys):
 
 
 # Against SeaweedFS, a real S3 server -----------------------------------------------------------
+SEAWEEDFS = pytest.mark.xdist_group("seaweedfs")  # one worker starts the servers: several at once starve each other
+
+
 @pytest.fixture(scope="module")
 def seaweedfs():
     with SeaweedFS(objects=24) as server:
@@ -319,6 +322,7 @@ def seaweedfs():
         yield server
 
 
+@SEAWEEDFS
 @pytest.mark.parametrize("model", BASE)
 def test_the_same_job_against_seaweedfs(model, seaweedfs, services):
     """SeaweedFS ignores hints, so the pipeline plays the injected faults itself: the outcome is still
@@ -334,6 +338,7 @@ def test_the_same_job_against_seaweedfs(model, seaweedfs, services):
     assert io["failed_attempts"]["timeout"] == 1  # played here: SeaweedFS never saw a hint
 
 
+@SEAWEEDFS
 def test_seaweedfs_from_the_command_line(seaweedfs, services):
     env = {"AWS_ACCESS_KEY_ID": seaweedfs.access_key, "AWS_SECRET_ACCESS_KEY": seaweedfs.secret_key}
     code, report = Cli("threaded", "--io", "real", "--s3-endpoint", seaweedfs.url, "--api-url",
