@@ -26,8 +26,9 @@ from redis.asyncio.retry import Retry
 
 from pillpipe.common.broker import (
     BLOCK, CONNECTIONS, MARGIN, ORPHAN_LOOKS, PILL_BYTES, RETRIES, SCRIPTS, STAGES, TTL, Backlog, BrokerError, Keys,
-    LeaseLost, backoff, block_for, check_url, commit_args, coordinator_gone, counts_of, decode, encode, full_backoff,
-    heartbeat_every, lease_lost, retries_for, row_of, run_lost, shown, socket_timeout, sorted_rows, worker_id)
+    LeaseLost, backoff, block_for, check_url, commit_args, coordinator_aborted, coordinator_gone, counts_of, decode,
+    encode, full_backoff, heartbeat_every, lease_lost, retries_for, row_of, run_lost, shown, socket_timeout,
+    sorted_rows, worker_id)
 from pillpipe.common.config import UsageError
 from pillpipe.common.model import PILL, FileRecord, Message, Stage
 
@@ -69,6 +70,7 @@ class Broker:
         self.lost: set[str] = set()  # consumers whose lease ran out under them
         self.coordinating = False  # this process coordinates the run: its heartbeat renews the run's lease
         self.orphaned: str | None = None  # why, once the run's coordinator is gone (a worker process's heartbeat)
+        self.aborted: str | None = None  # why, once the run's coordinator aborted it (a worker process's heartbeat)
         self._missed = 0  # looks in a row that found no coordinator's lease
 
     def check_version(self, version: str) -> None:
@@ -95,15 +97,25 @@ class Broker:
         self.coordinating = True
         await self._lead()
 
+    async def abort(self) -> None:
+        """This process coordinates the run and aborts it: every worker process's heartbeat reads it
+        (``led``) and aborts too."""
+        with _errors(self.url):
+            await self.client.set(self.keys.aborted, b"1")
+
     async def led(self) -> bool:
         """A worker process's look at its run: False once the coordinator's lease has run out with
-        the run not ended (it was killed): ``orphaned`` says why, and the workers leave."""
+        the run not ended (it was killed): ``orphaned`` says why, and the workers leave; or once the
+        coordinator aborted the run: ``aborted`` says so, and the workers abort.  One round trip."""
         with _errors(self.url):
-            lease, ended = await self.client.mget([self.keys.coordinator, self.keys.ended(Stage.VERIFY)])
+            lease, ended, aborted = await self.client.mget(
+                [self.keys.coordinator, self.keys.ended(Stage.VERIFY), self.keys.aborted])
+        if aborted is not None:
+            self.aborted = self.aborted or coordinator_aborted(self.keys.run)
         self._missed = self._missed + 1 if lease is None and ended is None else 0
         if self._missed >= ORPHAN_LOOKS:  # not one look: after a broker restart the coordinator renews it anew
             self.orphaned = self.orphaned or coordinator_gone(self.keys.run, self.ttl)
-        return self.orphaned is None
+        return self.orphaned is None and self.aborted is None
 
     async def live(self, stage: Stage) -> int:
         """How many consumers of ``stage`` hold a lease that has not run out (on any machine)."""
@@ -203,7 +215,7 @@ class BrokerQueue:
         deadline = None if timeout is None else time.monotonic() + timeout
         attempt = 0
         while not await self.broker.call("put", [self.key], [self.maxsize, raw]):
-            if self.broker.orphaned:  # nobody will empty this queue: the record goes on it, over its bound
+            if self.broker.orphaned or self.broker.aborted:  # its consumers are gone or aborting: over its bound
                 with _errors(self.broker.url):
                     await self.broker.client.lpush(self.key, raw)
                 return
@@ -264,10 +276,13 @@ class BrokerQueue:
 
 class Heartbeat:
     """A task that renews this process's leases every ``ttl / 3`` and reclaims expired workers'
-    items; an async context manager.  A broker error is kept in ``error`` (the workers meet it too)."""
+    items; an async context manager.  A broker error is kept in ``error`` (the workers meet it too).
+    In a worker process it also looks at the run (``Broker.led``): once the coordinator has aborted
+    it, it calls ``abort`` with why, on the loop (``Stop.abort``: the coordinator's tend cancels the
+    workers)."""
 
-    def __init__(self, broker: Broker) -> None:
-        self.broker = broker
+    def __init__(self, broker: Broker, abort: Callable[[str], None] = lambda why: None) -> None:
+        self.broker, self.abort = broker, abort
         self.error: BrokerError | None = None
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
@@ -295,8 +310,8 @@ class Heartbeat:
             try:
                 await self.broker.renew()
                 await self.broker.reclaim()
-                if not self.broker.coordinating:
-                    await self.broker.led()
+                if not self.broker.coordinating and not await self.broker.led() and self.broker.aborted:
+                    self.abort(self.broker.aborted)
                 self.error = None
             except BrokerError as exc:
                 self.error = exc

@@ -16,6 +16,7 @@ Key layout of one run (``{RUN}`` is a Redis hash tag: every key of a run lands i
     pillpipe:{RUN}:ended:STAGE            string set once STAGE's stream has ended (a late joiner reads a pill)
     pillpipe:{RUN}:errors                 list  what went wrong in any process (a dead worker), for the report
     pillpipe:{RUN}:coordinator            string the coordinating process's lease (expires TTL after its last beat)
+    pillpipe:{RUN}:aborted                string set once the run aborted: every worker process's heartbeat reads it
 
 The reliable queue: a consumer takes an item with an atomic move into its own processing list
 (``LMOVE``/``BLMOVE queue processing RIGHT LEFT``) and removes it (``LREM``) only once the file has
@@ -46,6 +47,7 @@ from urllib.parse import urlsplit
 from .config import SetupError, UsageError
 from .ledger import outcome_line, outcome_term, rejected_line
 from .model import PILL, FileRecord, Message, Outcome, Rejected, Stage, Status
+from .stop import ABORT_BOUND
 
 SCHEMES = ("redis", "rediss", "unix")
 STAGES = (Stage.S3, Stage.API, Stage.VERIFY)  # the stages with an input queue
@@ -74,6 +76,11 @@ def coordinator_gone(run: str, ttl: float) -> str:
     """Why the workers of a process leave when their run's coordinator is gone (one line)."""
     return (f"the coordinator of run {run} is gone (its lease ran out {ttl:g} s after its last heartbeat, the run "
             "never ended): these workers left")
+
+
+def coordinator_aborted(run: str) -> str:
+    """Why the workers of a process abort when their run's coordinator aborted it (one line)."""
+    return f"the coordinator of run {run} aborted it"
 
 
 def run_lost(url: str, run: str) -> str:
@@ -175,6 +182,11 @@ class Keys:
         return f"{self.base}:coordinator"
 
     @property
+    def aborted(self) -> str:
+        """Set once the coordinator aborted the run: the worker processes abort too."""
+        return f"{self.base}:aborted"
+
+    @property
     def pattern(self) -> str:
         """Matches every key of the run (for ``SCAN``), and nothing of another run."""
         return f"{self.base}:*"
@@ -246,6 +258,14 @@ def backoff() -> Any:
 
 def heartbeat_every(ttl: float) -> float:
     return ttl / 3
+
+
+def abort_reach(ttl: float) -> float:
+    """How long a coordinating process waits, once it has aborted its run, for the worker processes
+    to abort too and leave the queues: a heartbeat for each to read the run's aborted key,
+    ``ABORT_BOUND`` for its workers to stop (it gives up the stuck ones), a heartbeat more for its
+    rows and acks.  Longer than a lease: a killed worker process's files come back meanwhile."""
+    return 2 * heartbeat_every(ttl) + ABORT_BOUND
 
 
 def lease_lost(error: Exception) -> bool:

@@ -407,6 +407,75 @@ def test_a_heartbeat_keeps_a_lease_and_reclaims_a_dead_one(server: RedisServer):
     assert ids == [1, 2]
 
 
+def test_an_abort_reaches_a_worker_process_s_look_at_its_run(model: Model):
+    """The coordinator's abort is a key of the run; a worker process's heartbeat reads it with the
+    coordinator's lease, in one MGET (``led``): from then on ``aborted`` says why, and it is not led."""
+    coordinator = model.connect()
+    worker = model.connect(run=coordinator.keys.run)
+    coordinator.coordinate()
+    assert worker.led() and worker.aborted is None
+    coordinator.abort()
+    assert coordinator.keys.aborted == f"pillpipe:{{{coordinator.keys.run}}}:aborted"
+    assert not worker.led() and worker.aborted == core.coordinator_aborted(coordinator.keys.run)
+    assert worker.orphaned is None  # its coordinator is alive: it aborted the run, it is not gone
+
+
+@pytest.mark.parametrize("kind", ["threaded", "asyncio"])
+def test_a_worker_process_s_heartbeat_calls_abort_once_its_coordinator_aborted(server: RedisServer, kind: str):
+    """The heartbeat is what tells a worker process: ``abort(why)``, on the heartbeat's own thread (threads) or
+    on the loop (coroutines) - never before the coordinator aborted."""
+    need_redis()
+    from pillpipe.asyncio_version import broker as abroker
+    from pillpipe.threaded import broker as tbroker
+
+    ttl, run, seen = 0.3, new_run(), []
+
+    def abort(why: str) -> None:
+        seen.append((why, threading.current_thread().name))
+
+    def told(before: list[Any]) -> bool:
+        return bool(seen) or time.monotonic() > before[0]
+
+    if kind == "threaded":
+        coordinator, worker = tbroker.connect(server.url, run, ttl=ttl), tbroker.connect(server.url, run, ttl=ttl)
+        try:
+            coordinator.coordinate()
+            with tbroker.Heartbeat(worker, abort):
+                time.sleep(ttl)  # three beats, each a look at the run: nothing to tell
+                quiet = list(seen)
+                coordinator.abort()
+                deadline = [time.monotonic() + 10]
+                while not told(deadline):
+                    time.sleep(0.02)
+        finally:
+            coordinator.clear()
+            coordinator.close()
+            worker.close()
+    else:
+        async def main() -> list[Any]:
+            coordinator = await abroker.connect(server.url, run, ttl=ttl)
+            worker = await abroker.connect(server.url, run, ttl=ttl)
+            try:
+                await coordinator.coordinate()
+                async with abroker.Heartbeat(worker, abort):
+                    await asyncio.sleep(ttl)
+                    quiet = list(seen)
+                    await coordinator.abort()
+                    deadline = [time.monotonic() + 10]
+                    while not told(deadline):
+                        await asyncio.sleep(0.02)
+                return quiet
+            finally:
+                await coordinator.clear()
+                await coordinator.close()
+                await worker.close()
+
+        quiet = asyncio.run(main())
+    assert quiet == []
+    assert seen and {why for why, _ in seen} == {core.coordinator_aborted(run)}
+    assert {thread for _, thread in seen} == {"Broker-Heartbeat" if kind == "threaded" else "MainThread"}
+
+
 WORKER = """
 import sys, time
 from pillpipe.common.model import Stage
