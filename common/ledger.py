@@ -188,16 +188,19 @@ class Ledger:
         with self._lock:
             self._in_flight.pop(record.id, None)
 
-    def settle_remaining(self) -> None:
+    def settle_remaining(self) -> set[int]:
         """At the end of any run: whatever is still in flight was never finished.
 
         A file no S3 worker ever started is cancelled; one that had started is aborted (it
-        keeps its last completed stage)."""
+        keeps its last completed stage).  Returns the ids settled here."""
         with self._lock:
             remaining = list(self._in_flight.values())
+        settled = set()
         for record in remaining:
             started = record.s3_attempts > 0 or record.last_stage is not Stage.DISPATCH
-            self.settle(record, Outcome.ABORTED if started else Outcome.CANCELLED)
+            if self.settle(record, Outcome.ABORTED if started else Outcome.CANCELLED):
+                settled.add(record.id)
+        return settled
 
     # Which worker holds which file (each worker writes only its own entry: no lock needed) --
     def hold(self, worker: str, record: FileRecord) -> None:

@@ -476,6 +476,34 @@ def test_a_worker_process_s_heartbeat_calls_abort_once_its_coordinator_aborted(s
     assert {thread for _, thread in seen} == {"Broker-Heartbeat" if kind == "threaded" else "MainThread"}
 
 
+def test_a_lane_that_closes_acks_what_its_process_settled_and_gives_back_the_rest(model: Model):
+    """At an abort a process settles what its workers hold, then closes its lanes: a record whose file
+    it settled is acked, any other goes back to the queue (the coordinator takes it back) - each once a
+    row this process settled for it is on the broker (``written``); every lease ends."""
+    import redis
+
+    broker = model.connect()
+    for record in records(3):
+        broker.queue(Stage.API).put(record)
+    waited: list[int] = []
+    if model.name == "threaded":
+        lane = model.module.Lane(broker, Stage.API, written=waited.append)
+    else:
+        async def written(file_id: int) -> None:
+            waited.append(file_id)
+
+        lane = OnLoop(model.module.Lane(broker._target, Stage.API, written=written), broker._runner)
+    first, second = lane.get("API-Worker-1"), lane.get("API-Worker-2")
+    lane.close({first.id})  # this process settled the first file, not the second (say, it passed it on)
+    assert waited == [first.id, second.id]
+    assert broker.backlog(Stage.API) == core.Backlog(live=0, queued=2, pills=0, holding_pill=0, held=0)
+    probe = redis.Redis.from_url(broker.url)
+    try:
+        assert [core.decode(raw).id for raw in probe.lrange(broker.keys.queue(Stage.API), 0, -1)] == [3, second.id]
+    finally:
+        probe.close()
+
+
 WORKER = """
 import sys, time
 from pillpipe.common.model import Stage

@@ -18,7 +18,7 @@ import queue
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Container, Iterable, Iterator
 
 import redis
 from redis.retry import Retry
@@ -400,20 +400,25 @@ class Lane:
 
     def _ack(self, name: str, view: BrokerQueue) -> None:
         """The ack of what worker ``name`` holds - once the row of a file it settled is committed
-        (the journal's writer commits it; a row that could not be is a BrokerError: no ack)."""
-        file_id = self.holding.pop(name, None)
+        (the journal's writer commits it; a row that could not be is a BrokerError: no ack).  The
+        file is in ``holding`` until the ack is done: an abort that stops the ack leaves it known."""
+        file_id = self.holding.get(name)
         if file_id is not None:
             self.written(file_id)
         view.task_done()
+        self.holding.pop(name, None)
 
     def leave(self, name: str, ack: bool = True) -> None:
         """Worker ``name`` leaves: what it holds is acked (``ack``: it was passed on or settled) or
-        given back to the queue for a sibling; a pill in its hands is dropped; its lease ends."""
+        given back to the queue for a sibling - either way once a row this process settled for it
+        is on the broker; a pill in its hands is dropped; its lease ends."""
         view = self.views.pop(name, None)
         if view is None:
             return
         if ack and view.held is not None:
             self._ack(name, view)
+        elif (file_id := self.holding.get(name)) is not None:
+            self.written(file_id)
         self.holding.pop(name, None)
         view.leave()
 
@@ -457,11 +462,12 @@ class Lane:
     def qsize(self) -> int:
         return self.depth
 
-    def close(self) -> None:
-        """This process is done with the stage: what its workers still hold goes back, their leases end."""
+    def close(self, settled: Container[int] = ()) -> None:
+        """This process is done with the stage: what its workers still hold is acked if it settled
+        the file (``settled``, an abort's), else goes back; their leases end."""
         for name in list(self.views):
             try:
-                self.leave(name, ack=False)
+                self.leave(name, ack=self.holding.get(name) in settled)
             except BrokerError:
                 pass
 
