@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, closing, nullcontext, suppress
 from dataclasses import dataclass, field
 from functools import partial
@@ -22,7 +23,7 @@ import anyio.lowlevel
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from pillpipe.common.broker import BrokerError
+from pillpipe.common.broker import BrokerError, abort_reach
 from pillpipe.common.config import Config
 from pillpipe.common.context import POLL, Args, Context, worker_name
 from pillpipe.common.handoff import Hands
@@ -38,7 +39,7 @@ CEDE_EVERY = 64  # unbounded sends between two checkpoints when none waits (as a
 _SENT = itertools.count(1)
 Memory = MemoryObjectSendStream[FileRecord]  # a send end in one process
 if TYPE_CHECKING:  # with --broker, a stage's queue on the broker is both ends (redis.asyncio: asyncio backend only)
-    from pillpipe.asyncio_version.broker import Lane
+    from pillpipe.asyncio_version.broker import Broker, Lane
     Send: TypeAlias = "MemoryObjectSendStream[FileRecord] | Lane"
     Receive: TypeAlias = "MemoryObjectReceiveStream[FileRecord] | Lane"
 
@@ -359,7 +360,7 @@ async def _on_broker(ctx: Context, url: str) -> None:
     s3_lane, api_lane, verify_lane = lanes
     try:
         with _signals(ctx):
-            async with Heartbeat(broker):
+            async with Heartbeat(broker, ctx.coordinator_aborted):
                 try:
                     async with _clients(ctx), anyio.create_task_group() as tg:
                         done = anyio.Event()  # the watch ends by this flag: redis.asyncio may swallow a cancellation
@@ -382,28 +383,44 @@ async def _on_broker(ctx: Context, url: str) -> None:
                             done.set()
                 finally:  # on every exit path, as the other models do; a cancellation does not cut it short
                     with anyio.CancelScope(shield=True):
-                        await _close_lanes(ctx, lanes)
+                        await _close_lanes(ctx, broker, lanes)
                         if broker.orphaned:
                             ctx.coordinator_gone(broker.orphaned)
     finally:
         await broker.close()
 
 
-async def _close_lanes(ctx: Context, lanes: list[Lane]) -> None:
-    """This process leaves the broker's queues: what its workers still hold goes back, their leases
-    end.  On an abort the coordinating process then takes back every queue's messages, once: its
-    ledger settles the records as one process settles what its queues hold (aborted, or cancelled
-    if never started).  Then every stream counts as ended."""
+async def _close_lanes(ctx: Context, broker: Broker, lanes: list[Lane]) -> None:
+    """This process leaves the broker's queues: what its workers still hold is settled here and
+    acked (if this process settles what is left: ``ctx.settle_held``) or goes back, their leases
+    end.  On an abort the coordinating process then aborts the worker processes and waits for them
+    (``_abort_elsewhere``), and takes back every queue's messages, once: its ledger settles the
+    records as one process settles what its queues hold (aborted, or cancelled if never started).
+    Then every stream counts as ended."""
+    settled = ctx.settle_held()
     for lane in lanes:
-        await lane.close()
+        await lane.close(settled)
     try:
-        for lane in lanes if ctx.takes_back else []:
-            while messages := await lane.drain():
-                for message in messages:
-                    ctx.drained(lane.stage, message)
+        if ctx.takes_back:
+            await _abort_elsewhere(broker, lanes)
+            for lane in lanes:
+                while messages := await lane.drain():
+                    for message in messages:
+                        ctx.drained(lane.stage, message)
     except BrokerError as exc:
         ctx.broker_gone(exc)
     ctx.ended()
+
+
+async def _abort_elsewhere(broker: Broker, lanes: list[Lane]) -> None:
+    """The run's abort reaches every worker process: the run's aborted key, which each one's
+    heartbeat reads (``ctx.coordinator_aborted`` there).  Wait until none is left on the queues -
+    what they held is settled, each row on the broker - but at most ``abort_reach``: one that never
+    answers (killed, hung) is not waited for (a killed one's files come back when its lease runs out)."""
+    await broker.abort()
+    deadline = time.monotonic() + abort_reach(broker.ttl)
+    while time.monotonic() < deadline and any([(await lane.backlog()).live for lane in lanes]):
+        await anyio.sleep(POLL)
 
 
 async def _written(ctx: Context, file_id: int) -> None:

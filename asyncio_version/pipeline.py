@@ -7,11 +7,12 @@ differ.  Everything that does not block comes from ``pillpipe.common``.
 from __future__ import annotations
 
 import asyncio
+import time
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager, closing, nullcontext
 from functools import partial
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Coroutine, TypeAlias
 
-from pillpipe.common.broker import BrokerError
+from pillpipe.common.broker import BrokerError, abort_reach
 from pillpipe.common.config import Config, UsageError
 from pillpipe.common.context import POLL, Args, Context, worker_name
 from pillpipe.common.handoff import Hands
@@ -22,7 +23,7 @@ from pillpipe.common.stages import HANG, Steps, api_upload, s3_copy
 from pillpipe.common.timing import WorkerClock
 
 if TYPE_CHECKING:  # the broker's queues (--broker) import redis-py: only a run on a broker does
-    from pillpipe.asyncio_version.broker import Lane
+    from pillpipe.asyncio_version.broker import Broker, Lane
 
 VARIANT = "asyncio"
 HANDLES_SIGNALS = True  # installs its own SIGINT/SIGTERM handlers for the whole run
@@ -385,7 +386,7 @@ async def _on_broker(ctx: Context, url: str) -> AsyncIterator[list[Channel]]:
     lanes = [Lane(broker, stage, ctx.config.queue_size, lambda: ctx.leaving, partial(_written, ctx))
              for stage in list(Stage)[1:]]
     try:
-        async with Heartbeat(broker):
+        async with Heartbeat(broker, ctx.coordinator_aborted):
             done = asyncio.Event()  # the watch ends by this flag: redis.asyncio may swallow a cancellation
             watch = asyncio.create_task(_watch(ctx, lanes, done), name="Broker-Watch") if ctx.coordinates else None
             try:
@@ -395,28 +396,44 @@ async def _on_broker(ctx: Context, url: str) -> AsyncIterator[list[Channel]]:
                 done.set()
                 if watch is not None:
                     await watch
-                await _close_lanes(ctx, lanes)
+                await _close_lanes(ctx, broker, lanes)
                 if broker.orphaned:
                     ctx.coordinator_gone(broker.orphaned)
     finally:
         await broker.close()
 
 
-async def _close_lanes(ctx: Context, lanes: list[Lane]) -> None:
-    """This process leaves the broker's queues: what its workers still hold goes back, their leases
-    end.  On an abort the coordinating process then takes back every queue's messages, once: its
-    ledger settles the records as one process settles what its queues hold (aborted, or cancelled
-    if never started).  Then every stream counts as ended."""
+async def _close_lanes(ctx: Context, broker: Broker, lanes: list[Lane]) -> None:
+    """This process leaves the broker's queues: what its workers still hold is settled here and
+    acked (if this process settles what is left: ``ctx.settle_held``) or goes back, their leases
+    end.  On an abort the coordinating process then aborts the worker processes and waits for them
+    (``_abort_elsewhere``), and takes back every queue's messages, once: its ledger settles the
+    records as one process settles what its queues hold (aborted, or cancelled if never started).
+    Then every stream counts as ended."""
+    settled = ctx.settle_held()
     for lane in lanes:
-        await lane.close()
+        await lane.close(settled)
     try:
-        for lane in lanes if ctx.takes_back else []:
-            while messages := await lane.drain():
-                for message in messages:
-                    ctx.drained(lane.stage, message)
+        if ctx.takes_back:
+            await _abort_elsewhere(broker, lanes)
+            for lane in lanes:
+                while messages := await lane.drain():
+                    for message in messages:
+                        ctx.drained(lane.stage, message)
     except BrokerError as exc:
         ctx.broker_gone(exc)
     ctx.ended()
+
+
+async def _abort_elsewhere(broker: Broker, lanes: list[Lane]) -> None:
+    """The run's abort reaches every worker process: the run's aborted key, which each one's
+    heartbeat reads (``ctx.coordinator_aborted`` there).  Wait until none is left on the queues -
+    what they held is settled, each row on the broker - but at most ``abort_reach``: one that never
+    answers (killed, hung) is not waited for (a killed one's files come back when its lease runs out)."""
+    await broker.abort()
+    deadline = time.monotonic() + abort_reach(broker.ttl)
+    while time.monotonic() < deadline and any([(await lane.backlog()).live for lane in lanes]):
+        await asyncio.sleep(POLL)
 
 
 async def _written(ctx: Context, file_id: int) -> None:

@@ -454,6 +454,26 @@ class Context:
             self.stop.stopped_by = "coordinator"
             self.ledger.errors.append(why)
 
+    def coordinator_aborted(self, why: str) -> None:
+        """A worker process's heartbeat found its run aborted by the coordinator: it aborts as a
+        second Ctrl-C would - its busy workers stop mid-file, and what they hold ends aborted
+        (cancelled if never started), each row on the broker before its record is acked
+        (``settle_held``).  Said in one line; the report says ``stopped_by: coordinator`` and
+        ``pillpipe worker`` exits 75.  Called on the heartbeat's thread or loop, once or more."""
+        if self.remote.aborted is not None:
+            return
+        self.remote.aborted = why
+        if self.stop.stopped_by is None:
+            self.stop.stopped_by = "coordinator"
+        self.stop.abort(why)
+
+    def settle_held(self) -> set[int]:
+        """This process leaves the broker's queues: if it settles what is left (the coordinating
+        process; a worker process whose run was aborted), what its workers hold settles now -
+        aborted if started, else cancelled - so that each row reaches the broker before the record
+        is acked (``Lane.close``).  The ids settled; none in a worker process that gives back."""
+        return self.ledger.settle_remaining() if self.remote.settles_rest else set()
+
     def ended(self) -> None:
         """The coordinating process is done: every stream on the broker counts as ended."""
         self.remote.ended()

@@ -55,6 +55,7 @@ class Remote:
         self.wait = config.broker_wait
         self.dead: set[Stage] = set()  # stages declared dead by ``observe``
         self.gone: str | None = None  # why the broker is gone, once it is
+        self.aborted: str | None = None  # why, once the coordinator aborted the run (a worker process learns it)
         self.dispatched = 0  # the highest id this process's dispatcher handed on to the broker
         self._orphaned: dict[Stage, float] = {}  # stage -> since when it holds files with no live consumer
         self._sizes = config.workers()
@@ -72,8 +73,8 @@ class Remote:
     @property
     def settles_rest(self) -> bool:
         """At the end, what this process still holds ends aborted or cancelled (a worker process
-        gives it back to the broker instead, for a sibling)."""
-        return not self.on or self.coordinates
+        gives it back to the broker instead, for a sibling - unless the run was aborted)."""
+        return not self.on or self.coordinates or self.aborted is not None
 
     def here(self, stage: Stage) -> range:
         """The indices of ``stage``'s workers that run in this process."""

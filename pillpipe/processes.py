@@ -27,7 +27,7 @@ MODELS = ("threaded", "asyncio", "anyio")  # the models a worker process runs (a
 STAGES = ("s3", "api", "verify")
 WAIT = 30.0  # seconds a worker process waits for its run's workload to be published
 EXIT_WAIT = 15.0  # seconds a worker process may take to leave once its run has ended, before SIGTERM
-EXIT_ORPHANED = 75  # EX_TEMPFAIL (sysexits.h): a worker process whose run's coordinator is gone left
+EXIT_ORPHANED = 75  # EX_TEMPFAIL (sysexits.h): a worker process whose run's coordinator is gone, or aborted it, left
 STOP_WAIT = 5.0  # seconds between SIGTERM and SIGKILL for a worker process that does not leave
 
 
@@ -38,7 +38,8 @@ broker's queue, work them as every process of the run does (the workload comes f
 pass them on, and leave on their pills - or at once if the stage's stream has already ended.
 Start as many as you like, on any machine that reaches the broker, before or while the run goes on.
 A worker process killed mid-file loses nothing: its lease runs out and a sibling works the file again.
-If the run's coordinator dies (its lease runs out, the run not ended), the workers leave: exit 75."""
+If the run's coordinator dies (its lease runs out, the run not ended), the workers leave: exit 75.
+If it aborts the run (a second Ctrl-C), so do they: what they hold ends aborted, then exit 75."""
 
 
 def worker_parser(prog: str) -> Parser:
@@ -82,7 +83,7 @@ def worker_command(prog: str, argv: list[str]) -> int:
         return EXIT_SETUP
     if report.stopped_by == "broker":
         code = EXIT_SETUP
-    elif report.stopped_by == "coordinator":  # its run's coordinator is gone: the workers left
+    elif report.stopped_by == "coordinator":  # its run's coordinator is gone, or aborted it: the workers left
         code = EXIT_ORPHANED
     elif report.stopped_by in EXIT_SIGNAL:
         code = EXIT_SIGNAL[report.stopped_by]

@@ -301,6 +301,7 @@ def test_dispatch_needs_a_broker_and_a_run_and_its_help_says_what_it_does():
     assert helped.returncode == 0 and "pillpipe worker" in helped.stdout and "--model" in helped.stdout
     helped = cli("pillpipe", "worker", "--help")
     assert helped.returncode == 0 and "--stage" in helped.stdout and "lease" in helped.stdout
+    assert "aborts the run" in helped.stdout and "exit 75" in helped.stdout  # an abort reaches the workers too
 
 
 # Nothing lost: kill -9, late and early workers, a broker that goes away ----------------------------
@@ -708,3 +709,109 @@ def test_a_stage_declared_dead_on_the_broker_is_said_once():
     crew = Crew({stage: 1 for stage in Stage}, threading.Lock())
     assert crew.declare_dead(Stage.API) and not crew.declare_dead(Stage.API)
     assert crew.dead == {Stage.API} and crew.dead_after(Stage.S3) is Stage.API
+
+
+# An abort across processes: it reaches the worker processes, which abort as one process does -----------
+ABORT = dict(files=200, details=True, s3_latency=(0.3, 0.6), api_latency=(5.0, 6.0), shutdown_grace=0.3)
+
+
+def aborted_as_one_process(report: dict, files: int) -> None:
+    """What an aborted run with worker processes reports: every file once; a file that had started is
+    aborted, a never-started one cancelled; nothing lost; an API upload a worker process held at the
+    abort (5-6 s each: it still held it when its heartbeat told it) ended aborted there, as it stood -
+    its API attempt counted (a copy taken back from a queue has none)."""
+    each_file_once(report, files)
+    assert report["stopped_by"] == "SIGINT"
+    settled_early = [f for f in report["files"] if f["outcome"] in ("aborted", "cancelled")]
+    assert all(f["outcome"] == ("aborted" if started(f) else "cancelled") for f in settled_early), settled_early
+    assert not [e for e in report["errors"] if "lost" in e], report["errors"]
+    assert [f for f in report["files"] if f["outcome"] == "aborted" and f["api_attempts"] > 0], settled_early
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("variant", ["threaded", "asyncio", "anyio"])
+def test_an_abort_reaches_the_worker_processes_and_what_they_hold_ends_aborted(server, variant):
+    """SIGINT, then the drain's grace runs out, every worker in a worker process (--processes 1): the
+    abort reaches them through their heartbeats (the run's aborted key) and they abort as one process
+    does - a file they hold ends aborted, its row on the broker before the ack - and the coordinator
+    waits for them before its report: exit 130, each file once, no line about lost files, nothing
+    left on the broker's queues."""
+    run = new_run()
+    argv = [sys.executable, "-m", "pillpipe", "run", variant, "--broker", server.url, "--run", run,
+            "--processes", "1", *chaos_flags(**ABORT)]
+    child = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_api_work(server, run, child)
+    child.send_signal(signal.SIGINT)
+    code, report, err = outcome(child, timeout=120)
+    assert code == 130, err
+    aborted_as_one_process(report, ABORT["files"])
+    assert f"the coordinator of run {run} aborted it" in err  # a worker process said so (stderr is shared)
+    queued, rows = left_on_the_broker(server, run)
+    assert queued == {}
+    assert rows == list(range(1, len(rows) + 1))  # every file handed on has its row; only never-dispatched have none
+
+
+@pytest.mark.timeout(180)
+def test_worker_processes_of_every_model_abort_with_their_coordinator_and_exit_75(server):
+    """The same abort, the workers started by hand (``pillpipe worker``, a model per stage): each
+    process leaves on its own once its heartbeat read the abort - one line on stderr, exit 75 - and
+    the coordinator's report is whole."""
+    from pillpipe.processes import EXIT_ORPHANED
+
+    run = new_run()
+    children = [popen_worker(server, run, "s3", "threaded", 3), popen_worker(server, run, "api", "asyncio", 2),
+                popen_worker(server, run, "verify", "anyio")]
+    coordinator = dispatch(server, run, *chaos_flags(**ABORT))
+    try:
+        wait_for_api_work(server, run, coordinator)
+        coordinator.send_signal(signal.SIGINT)
+        code, report, err = outcome(coordinator)
+    finally:
+        codes = finished(children)
+    assert code == 130, err
+    aborted_as_one_process(report, ABORT["files"])
+    said = [child.stderr.read().splitlines() for child in children]
+    # the S3 process may have left on its pills, its stage ended during the drain (0.3 s): rare, and fine
+    assert codes[1:] == [EXIT_ORPHANED] * 2 and codes[0] in (0, EXIT_ORPHANED), (codes, said)
+    for lines, exit_code in zip(said, codes):
+        aborted_here = [line for line in lines if f"the coordinator of run {run} aborted it" in line]
+        assert len(aborted_here) == (exit_code == EXIT_ORPHANED), lines
+    assert left_on_the_broker(server, run)[0] == {}
+
+
+@pytest.mark.timeout(180)
+def test_an_abort_does_not_wait_for_a_worker_process_that_never_answers(server):
+    """The API worker process is hung (SIGSTOP: its heartbeat too) holding files when the run aborts:
+    the coordinator does not wait for it past ``abort_reach`` - its lease runs out (5 s), what it held
+    comes back to its queue, and the coordinator takes it back and settles it - so the report is
+    whole all the same: each file once, started ones aborted, nothing lost."""
+    from pillpipe.common.model import Stage
+    from pillpipe.threaded.broker import connect
+
+    def api_held() -> bool:
+        broker = connect(server.url, run)
+        try:
+            return broker.backlog(Stage.API).held > 0
+        finally:
+            broker.close()
+
+    run = new_run()
+    hung = popen_worker(server, run, "api", "asyncio", 2)
+    children = [popen_worker(server, run, "s3", "threaded", 3), hung, popen_worker(server, run, "verify", "threaded")]
+    coordinator = dispatch(server, run, *chaos_flags(**ABORT))
+    try:
+        wait_for_api_work(server, run, coordinator)
+        until(api_held, 60, "the API worker process holding a file")
+        hung.send_signal(signal.SIGSTOP)
+        coordinator.send_signal(signal.SIGINT)
+        code, report, err = outcome(coordinator)
+    finally:
+        hung.kill()  # SIGKILL ends a stopped process too
+        codes = finished(children)
+    assert code == 130, err
+    each_file_once(report, ABORT["files"])
+    settled_early = [f for f in report["files"] if f["outcome"] in ("aborted", "cancelled")]
+    assert all(f["outcome"] == ("aborted" if started(f) else "cancelled") for f in settled_early), settled_early
+    assert report["aborted"] > 0 and not [e for e in report["errors"] if "lost" in e], report["errors"]
+    assert left_on_the_broker(server, run)[0] == {}
+    assert codes[1] == -9 and codes[0] in (0, 75) and codes[2] == 75, codes

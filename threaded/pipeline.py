@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from contextlib import AbstractContextManager, closing, contextmanager, nullcontext
 from functools import partial
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeAlias
 
-from pillpipe.common.broker import BrokerError
+from pillpipe.common.broker import BrokerError, abort_reach
 from pillpipe.common.config import Config
 from pillpipe.common.context import POLL, Args, Context, worker_name
 from pillpipe.common.handoff import Hands, share
@@ -23,7 +24,7 @@ from pillpipe.common.stages import HANG, Steps, api_upload, s3_copy
 from pillpipe.common.timing import WorkerClock
 
 if TYPE_CHECKING:  # the broker's queues (--broker) import redis-py: only a run on a broker does
-    from pillpipe.threaded.broker import Lane
+    from pillpipe.threaded.broker import Broker, Lane
 
 VARIANT = "threaded"
 HANDLES_SIGNALS = True  # installs its own SIGINT/SIGTERM handlers for the whole run
@@ -417,7 +418,7 @@ def _on_broker(ctx: Context, url: str) -> Iterator[list[Channel]]:
     done = threading.Event()
     watch = Worker(target=_watch, args=(ctx, lanes, done), name="Broker-Watch", daemon=True)
     try:
-        with Heartbeat(broker):
+        with Heartbeat(broker, ctx.coordinator_aborted):
             if ctx.coordinates:
                 watch.start()
             try:
@@ -427,28 +428,44 @@ def _on_broker(ctx: Context, url: str) -> Iterator[list[Channel]]:
                 done.set()
                 if watch.ident is not None:
                     watch.join()
-                _close_lanes(ctx, lanes)
+                _close_lanes(ctx, broker, lanes)
                 if broker.orphaned:
                     ctx.coordinator_gone(broker.orphaned)
     finally:
         broker.close()
 
 
-def _close_lanes(ctx: Context, lanes: list[Lane]) -> None:
-    """This process leaves the broker's queues: what its workers still hold goes back, their leases
-    end.  On an abort the coordinating process then takes back every queue's messages, once: its
-    ledger settles the records as one process settles what its queues hold (aborted, or cancelled
-    if never started).  Then every stream counts as ended."""
+def _close_lanes(ctx: Context, broker: Broker, lanes: list[Lane]) -> None:
+    """This process leaves the broker's queues: what its workers still hold is settled here and
+    acked (if this process settles what is left: ``ctx.settle_held``) or goes back, their leases
+    end.  On an abort the coordinating process then aborts the worker processes and waits for them
+    (``_abort_elsewhere``), and takes back every queue's messages, once: its ledger settles the
+    records as one process settles what its queues hold (aborted, or cancelled if never started).
+    Then every stream counts as ended."""
+    settled = ctx.settle_held()
     for lane in lanes:
-        lane.close()
+        lane.close(settled)
     try:
-        for lane in lanes if ctx.takes_back else []:
-            while messages := lane.drain():
-                for message in messages:
-                    ctx.drained(lane.stage, message)
+        if ctx.takes_back:
+            _abort_elsewhere(broker, lanes)
+            for lane in lanes:
+                while messages := lane.drain():
+                    for message in messages:
+                        ctx.drained(lane.stage, message)
     except BrokerError as exc:
         ctx.broker_gone(exc)
     ctx.ended()
+
+
+def _abort_elsewhere(broker: Broker, lanes: list[Lane]) -> None:
+    """The run's abort reaches every worker process: the run's aborted key, which each one's
+    heartbeat reads (``ctx.coordinator_aborted`` there).  Wait until none is left on the queues -
+    what they held is settled, each row on the broker - but at most ``abort_reach``: one that never
+    answers (killed, hung) is not waited for (a killed one's files come back when its lease runs out)."""
+    broker.abort()
+    deadline = time.monotonic() + abort_reach(broker.ttl)
+    while time.monotonic() < deadline and any([lane.backlog().live for lane in lanes]):
+        time.sleep(POLL)
 
 
 def _written(ctx: Context, file_id: int) -> None:
