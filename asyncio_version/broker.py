@@ -25,10 +25,10 @@ import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 
 from pillpipe.common.broker import (
-    BLOCK, CONNECTIONS, MARGIN, ORPHAN_LOOKS, PILL_BYTES, RETRIES, SCRIPTS, STAGES, TTL, Backlog, BrokerError, Keys,
-    LeaseLost, backoff, block_for, check_url, commit_args, coordinator_aborted, coordinator_gone, counts_of, decode,
-    encode, full_backoff, heartbeat_every, lease_lost, retries_for, row_of, run_lost, shown, socket_timeout,
-    sorted_rows, worker_id)
+    ABORT_LOOK, BLOCK, CONNECTIONS, MARGIN, ORPHAN_LOOKS, PILL_BYTES, RETRIES, SCRIPTS, STAGES, TTL, Backlog,
+    BrokerError, Keys, LeaseLost, abort_reach, backoff, block_for, check_url, commit_args, coordinator_aborted,
+    coordinator_gone, counts_of, decode, encode, full_backoff, heartbeat_every, lease_lost, retries_for, row_of,
+    run_lost, shown, socket_timeout, sorted_rows, worker_id)
 from pillpipe.common.config import UsageError
 from pillpipe.common.model import PILL, FileRecord, Message, Stage
 
@@ -98,10 +98,19 @@ class Broker:
         await self._lead()
 
     async def abort(self) -> None:
-        """This process coordinates the run and aborts it: every worker process's heartbeat reads it
-        (``led``) and aborts too."""
+        """This process coordinates the run and aborts it: the run's aborted key, which every worker
+        process's heartbeat reads (``led``) and aborts on.  Then it waits until no consumer is left on
+        any stage - what they held settled, each row on the broker - but at most ``abort_reach``: one
+        that never answers (killed, hung) is not waited for; a killed one's files come back to their
+        queues as its lease runs out (``reclaim``), for the coordinator to take back."""
         with _errors(self.url):
             await self.client.set(self.keys.aborted, b"1")
+        deadline = time.monotonic() + abort_reach(self.ttl)
+        while time.monotonic() < deadline:
+            await self.reclaim()
+            if not any([await self.live(stage) for stage in STAGES]):
+                return
+            await asyncio.sleep(ABORT_LOOK)
 
     async def led(self) -> bool:
         """A worker process's look at its run: False once the coordinator's lease has run out with

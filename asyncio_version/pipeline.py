@@ -7,12 +7,11 @@ differ.  Everything that does not block comes from ``pillpipe.common``.
 from __future__ import annotations
 
 import asyncio
-import time
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager, closing, nullcontext
 from functools import partial
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Coroutine, TypeAlias
 
-from pillpipe.common.broker import BrokerError, abort_reach
+from pillpipe.common.broker import BrokerError
 from pillpipe.common.config import Config, UsageError
 from pillpipe.common.context import POLL, Args, Context, worker_name
 from pillpipe.common.handoff import Hands
@@ -407,7 +406,7 @@ async def _close_lanes(ctx: Context, broker: Broker, lanes: list[Lane]) -> None:
     """This process leaves the broker's queues: what its workers still hold is settled here and
     acked (if this process settles what is left: ``ctx.settle_held``) or goes back, their leases
     end.  On an abort the coordinating process then aborts the worker processes and waits for them
-    (``_abort_elsewhere``), and takes back every queue's messages, once: its ledger settles the
+    (``Broker.abort``), and takes back every queue's messages, once: its ledger settles the
     records as one process settles what its queues hold (aborted, or cancelled if never started).
     Then every stream counts as ended."""
     settled = ctx.settle_held()
@@ -415,7 +414,7 @@ async def _close_lanes(ctx: Context, broker: Broker, lanes: list[Lane]) -> None:
         await lane.close(settled)
     try:
         if ctx.takes_back:
-            await _abort_elsewhere(broker, lanes)
+            await broker.abort()
             for lane in lanes:
                 while messages := await lane.drain():
                     for message in messages:
@@ -423,17 +422,6 @@ async def _close_lanes(ctx: Context, broker: Broker, lanes: list[Lane]) -> None:
     except BrokerError as exc:
         ctx.broker_gone(exc)
     ctx.ended()
-
-
-async def _abort_elsewhere(broker: Broker, lanes: list[Lane]) -> None:
-    """The run's abort reaches every worker process: the run's aborted key, which each one's
-    heartbeat reads (``ctx.coordinator_aborted`` there).  Wait until none is left on the queues -
-    what they held is settled, each row on the broker - but at most ``abort_reach``: one that never
-    answers (killed, hung) is not waited for (a killed one's files come back when its lease runs out)."""
-    await broker.abort()
-    deadline = time.monotonic() + abort_reach(broker.ttl)
-    while time.monotonic() < deadline and any([(await lane.backlog()).live for lane in lanes]):
-        await asyncio.sleep(POLL)
 
 
 async def _written(ctx: Context, file_id: int) -> None:

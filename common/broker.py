@@ -260,6 +260,9 @@ def heartbeat_every(ttl: float) -> float:
     return ttl / 3
 
 
+ABORT_LOOK = 0.05  # seconds between two looks of an aborting coordinator at the worker processes
+
+
 def abort_reach(ttl: float) -> float:
     """How long a coordinating process waits, once it has aborted its run, for the worker processes
     to abort too and leave the queues: a heartbeat for each to read the run's aborted key,

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from contextlib import AbstractContextManager, closing, contextmanager, nullcontext
 from functools import partial
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeAlias
 
-from pillpipe.common.broker import BrokerError, abort_reach
+from pillpipe.common.broker import BrokerError
 from pillpipe.common.config import Config
 from pillpipe.common.context import POLL, Args, Context, worker_name
 from pillpipe.common.handoff import Hands, share
@@ -439,7 +438,7 @@ def _close_lanes(ctx: Context, broker: Broker, lanes: list[Lane]) -> None:
     """This process leaves the broker's queues: what its workers still hold is settled here and
     acked (if this process settles what is left: ``ctx.settle_held``) or goes back, their leases
     end.  On an abort the coordinating process then aborts the worker processes and waits for them
-    (``_abort_elsewhere``), and takes back every queue's messages, once: its ledger settles the
+    (``Broker.abort``), and takes back every queue's messages, once: its ledger settles the
     records as one process settles what its queues hold (aborted, or cancelled if never started).
     Then every stream counts as ended."""
     settled = ctx.settle_held()
@@ -447,7 +446,7 @@ def _close_lanes(ctx: Context, broker: Broker, lanes: list[Lane]) -> None:
         lane.close(settled)
     try:
         if ctx.takes_back:
-            _abort_elsewhere(broker, lanes)
+            broker.abort()
             for lane in lanes:
                 while messages := lane.drain():
                     for message in messages:
@@ -455,17 +454,6 @@ def _close_lanes(ctx: Context, broker: Broker, lanes: list[Lane]) -> None:
     except BrokerError as exc:
         ctx.broker_gone(exc)
     ctx.ended()
-
-
-def _abort_elsewhere(broker: Broker, lanes: list[Lane]) -> None:
-    """The run's abort reaches every worker process: the run's aborted key, which each one's
-    heartbeat reads (``ctx.coordinator_aborted`` there).  Wait until none is left on the queues -
-    what they held is settled, each row on the broker - but at most ``abort_reach``: one that never
-    answers (killed, hung) is not waited for (a killed one's files come back when its lease runs out)."""
-    broker.abort()
-    deadline = time.monotonic() + abort_reach(broker.ttl)
-    while time.monotonic() < deadline and any([lane.backlog().live for lane in lanes]):
-        time.sleep(POLL)
 
 
 def _written(ctx: Context, file_id: int) -> None:
